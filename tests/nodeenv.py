@@ -1,0 +1,47 @@
+"""Installs the real npm packages the tests drive (yjs, y-websocket, lib0) into a cache folder.
+
+The folder is ``$YSYNC_NODE_CACHE`` (default ``~/.cache/ysync-node``) plus a hash of
+``tests/node/package.json``, so a changed package list installs afresh and an unchanged one is
+installed once per machine. Node scripts of the tests live in ``tests/node/``; they find the
+packages because they are copied next to the installed ``node_modules`` (ES modules ignore
+``NODE_PATH``) and run from there.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+NODE_DIR = Path(__file__).parent / "node"
+
+
+def node_available() -> bool:
+    return shutil.which("node") is not None and shutil.which("npm") is not None
+
+
+def install() -> Path:
+    """Install (once) and return the folder holding ``node_modules`` and the test scripts."""
+    manifest = (NODE_DIR / "package.json").read_bytes()
+    digest = hashlib.sha256(manifest).hexdigest()[:16]
+    root = Path(os.environ.get("YSYNC_NODE_CACHE", Path.home() / ".cache" / "ysync-node"))
+    target = root / digest
+    target.mkdir(parents=True, exist_ok=True)
+    with open(root / f"{digest}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "node_modules" / ".ysync-complete").exists():
+            (target / "package.json").write_bytes(manifest)
+            subprocess.run(
+                ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"],
+                cwd=target,
+                check=True,
+                timeout=600,
+            )
+            (target / "node_modules" / ".ysync-complete").write_text("ok")
+        # scripts change more often than packages: always copy the current ones
+        for script in NODE_DIR.glob("*.mjs"):
+            shutil.copyfile(script, target / script.name)
+    return target
