@@ -1,4 +1,4 @@
-"""Redis layout shared with y-redis: stream keys, stream ids and the Lua scripts (spec sections 3, 5).
+"""Redis layout shared with y-redis: stream keys, stream ids, Lua scripts (spec sections 3, 5).
 
 Everything here is byte-for-byte what y-redis 0.1.6 does, so that both servers and both workers
 can share one Redis. The scripts' source text is identical to y-redis's too, so they share the
@@ -140,7 +140,9 @@ async def read_whole_stream(
     start = "-"
     try:
         while True:
-            entries = await client.xrange(stream_key, min=start, max="+", count=page_size)
+            entries: list[tuple[bytes, dict[bytes, bytes]]] = await client.xrange(
+                stream_key, min=start, max="+", count=page_size
+            )  # type: ignore[assignment]
             for entry_id, fields in entries:
                 last = StreamId.parse(entry_id)
                 m = fields.get(b"m")

@@ -1,0 +1,183 @@
+"""Drivers for integration tests: ysync server processes and real Node y-websocket clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from conftest import seconds
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float, what: str,
+                     interval: float = 0.05) -> None:
+    """Poll ``check`` until it is true; fail with ``what`` after ``timeout`` (scaled) seconds."""
+    deadline = asyncio.get_running_loop().time() + seconds(timeout)
+    while True:
+        if await check():
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {seconds(timeout):.1f}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+class ServerProcess:
+    """``python -m ysync serve`` in a subprocess; ``url`` once it printed its ready line."""
+
+    def __init__(self, env: Mapping[str, str], args: list[str] | None = None,
+                 cwd: Path | None = None) -> None:
+        self._env = {**os.environ, **env}
+        self._args = args or []
+        self._cwd = cwd
+        self.proc: asyncio.subprocess.Process | None = None
+        self.url = ""
+        self.port = 0
+        self.stderr_lines: list[str] = []
+        self._stderr_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> ServerProcess:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ysync", "serve", "--port", "0", *self._args,
+            env=self._env, cwd=self._cwd or REPO,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        self._stderr_task = asyncio.create_task(self._read_stderr())
+        assert self.proc.stdout is not None
+        try:
+            line = await asyncio.wait_for(self.proc.stdout.readline(), seconds(60))
+        except TimeoutError:
+            await self.kill()
+            raise AssertionError("server did not start:\n" + "\n".join(self.stderr_lines)) from None
+        text = line.decode().strip()
+        if not text.startswith("ysync ready on "):
+            await self.stop()
+            raise AssertionError(f"server did not start ({text!r}):\n"
+                                 + "\n".join(self.stderr_lines))
+        self.url = text.removeprefix("ysync ready on ")
+        self.port = int(self.url.rsplit(":", 1)[1])
+        return self
+
+    async def _read_stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        async for raw in self.proc.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            self.stderr_lines.append(line)
+            if os.environ.get("YSYNC_TEST_SHOW_SERVER_LOG"):
+                print(f"[server {self.port}] {line}", file=sys.stderr)
+
+    async def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Send ``sig`` and wait for the exit status."""
+        if self.proc is None:
+            return 0
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+        try:
+            code = await asyncio.wait_for(self.proc.wait(), seconds(30))
+        except TimeoutError:
+            self.proc.kill()
+            code = await self.proc.wait()
+        if self._stderr_task is not None:
+            await asyncio.wait_for(self._stderr_task, seconds(5))
+        return code
+
+    async def kill(self) -> int:
+        return await self.stop(signal.SIGKILL)
+
+    def log_text(self) -> str:
+        return "\n".join(self.stderr_lines)
+
+
+@contextlib.asynccontextmanager
+async def running_server(env: Mapping[str, str], args: list[str] | None = None,
+                         cwd: Path | None = None) -> AsyncIterator[ServerProcess]:
+    server = await ServerProcess(env, args, cwd).start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+class NodeClients:
+    """One Node process hosting many named y-websocket clients (tests/node/client.mjs)."""
+
+    def __init__(self, node_dir: Path) -> None:
+        self._node_dir = node_dir
+        self._proc: asyncio.subprocess.Process | None = None
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self.events: list[dict[str, Any]] = []
+        self._reader: asyncio.Task[None] | None = None
+        self._stderr: list[str] = []
+
+    async def __aenter__(self) -> NodeClients:
+        self._proc = await asyncio.create_subprocess_exec(
+            "node", str(self._node_dir / "client.mjs"), cwd=self._node_dir,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, limit=64 * 1024 * 1024,
+        )
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._proc is not None and self._proc.stdin is not None
+        self._proc.stdin.close()
+        try:
+            await asyncio.wait_for(self._proc.wait(), seconds(10))
+        except TimeoutError:
+            self._proc.kill()
+            await self._proc.wait()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+
+    async def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        async for raw in self._proc.stdout:
+            message = json.loads(raw)
+            if "event" in message:
+                self.events.append(message)
+                continue
+            future = self._waiting.pop(message["id"], None)
+            if future is None or future.done():
+                continue
+            if message["ok"]:
+                future.set_result(message["result"])
+            else:
+                future.set_exception(AssertionError(f"node client: {message['error']}"))
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(AssertionError("node client process ended"))
+
+    async def call(self, op: str, *, wait: float = 30, **args: Any) -> Any:
+        """Run ``op`` in the Node process; ``wait`` bounds the answer (scaled seconds)."""
+        assert self._proc is not None and self._proc.stdin is not None
+        ident = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[ident] = future
+        self._proc.stdin.write(json.dumps({"id": ident, "op": op, **args}).encode() + b"\n")
+        await self._proc.stdin.drain()
+        return await asyncio.wait_for(future, seconds(wait))
+
+    async def open(self, name: str, url: str, room: str, **options: Any) -> Any:
+        return await self.call("open", name=name, url=url, room=room, **options)
+
+    async def synced(self, name: str, timeout: float = 15) -> None:
+        await self.call("waitSynced", name=name, timeout=int(seconds(timeout) * 1000),
+                        wait=timeout + 5)
+
+    async def get(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("get", name=name)
+        return result
+
+    def closes(self, name: str) -> list[int | None]:
+        return [e["code"] for e in self.events if e["event"] == "close" and e["name"] == name]

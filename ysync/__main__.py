@@ -1,0 +1,5 @@
+import sys
+
+from ysync.cli import main
+
+sys.exit(main())

@@ -1,0 +1,173 @@
+"""The process-wide Redis reader: one XREAD loop over every room with local connections.
+
+Spec section 4: each room's messages read in one XREAD are merged into at most one update
+message and one awareness message, encoded once, and handed to every local connection of that
+room (the sender included). A room joins the read only after its document was loaded, at the
+loaded document's last stream id, so nothing between the load and the subscription is missed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Protocol, cast
+
+import anyio
+import redis.asyncio as aioredis
+import redis.exceptions as redis_errors
+
+from ysync.protocol import merge_stream_messages
+from ysync.streams import StreamId
+
+log = logging.getLogger(__name__)
+
+
+class Receiver(Protocol):
+    """A local connection: takes an encoded message to send, without blocking."""
+
+    def deliver(self, message: bytes) -> None: ...
+
+
+@dataclass(slots=True)
+class RoomSubscription:
+    """The local connections of one room stream and where the reader is in that stream.
+
+    ``position`` is ``None`` until the first local connection loaded the document.
+    ``rewind_to`` is set when a later join loaded an older state than ``position``: the next
+    read result must not move ``position`` past it.
+    """
+
+    receivers: set[Receiver] = field(default_factory=set)
+    position: StreamId | None = None
+    rewind_to: StreamId | None = None
+
+
+class Bus:
+    """Reads every locally subscribed room stream with one blocking XREAD at a time."""
+
+    def __init__(self, reader: aioredis.Redis, control: aioredis.Redis, *,
+                 block_ms: int = 1000, count: int = 1000) -> None:
+        """``reader`` must be a single-connection client used by nothing else (it blocks);
+        ``control`` is the shared client, used to interrupt a blocked read."""
+        self._reader = reader
+        self._control = control
+        self._block_ms = block_ms
+        self._count = count
+        self._rooms: dict[str, RoomSubscription] = {}
+        self._changed = anyio.Event()
+        self._reader_id: int | None = None
+        self._generation = 0  # bumped whenever a room starts being read
+        self._reading_generation: int | None = None  # generation of the XREAD in flight
+        self.batches = 0  # read results handled, for metrics and tests
+
+    @property
+    def rooms(self) -> dict[str, RoomSubscription]:
+        return self._rooms
+
+    def subscribe(self, stream_key: str, receiver: Receiver) -> RoomSubscription:
+        """Add a receiver to a room; it gets messages once the room is positioned."""
+        room = self._rooms.get(stream_key)
+        if room is None:
+            room = self._rooms[stream_key] = RoomSubscription()
+        room.receivers.add(receiver)
+        return room
+
+    def unsubscribe(self, stream_key: str, receiver: Receiver) -> None:
+        room = self._rooms.get(stream_key)
+        if room is None:
+            return
+        room.receivers.discard(receiver)
+        if not room.receivers:
+            del self._rooms[stream_key]
+
+    def position_at(self, stream_key: str, loaded_last_id: StreamId) -> None:
+        """Called after a join loaded the document up to ``loaded_last_id``.
+
+        A room not yet read starts there; a room read past it goes back to it (re-delivering a
+        few messages is harmless, missing one is not).
+        """
+        room = self._rooms.get(stream_key)
+        if room is None:
+            return
+        if room.position is None:
+            room.position = loaded_last_id
+            self._wake()
+        elif loaded_last_id < room.position:
+            room.position = loaded_last_id
+            room.rewind_to = loaded_last_id
+
+    def _wake(self) -> None:
+        self._generation += 1
+        self._changed.set()
+
+    async def run(self) -> None:
+        """Read until cancelled. Redis errors are logged and retried with a growing pause."""
+        failures = 0
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._unblocker)
+            while True:
+                try:
+                    await self._read_once()
+                    failures = 0
+                except (redis_errors.RedisError, OSError) as exc:
+                    failures += 1
+                    pause = min(5.0, 0.1 * math.pow(2, failures))
+                    log.error("reading room streams failed (%s); retrying in %.1fs", exc, pause)
+                    self._reader_id = None
+                    await anyio.sleep(pause)
+
+    async def _unblocker(self) -> None:
+        """Interrupts a blocked XREAD (CLIENT UNBLOCK) that does not read a newly added room."""
+        while True:
+            await self._changed.wait()
+            self._changed = anyio.Event()
+            reading = self._reading_generation
+            if reading is not None and reading < self._generation and self._reader_id is not None:
+                try:
+                    await self._control.client_unblock(self._reader_id)
+                except redis_errors.RedisError as exc:
+                    log.warning("could not interrupt the stream reader: %s", exc)
+
+    async def _read_once(self) -> None:
+        if self._reader_id is None:
+            self._reader_id = int(await self._reader.client_id())
+        generation = self._generation
+        streams = {key: str(room.position) for key, room in self._rooms.items()
+                   if room.position is not None}
+        if not streams:
+            with anyio.move_on_after(self._block_ms / 1000):
+                await self._changed.wait()
+            return
+        for subscription in self._rooms.values():
+            subscription.rewind_to = None
+        self._reading_generation = generation
+        try:
+            raw_reply = await self._reader.xread(
+                streams, count=self._count, block=self._block_ms  # type: ignore[arg-type]
+            )
+            reply = cast(list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]], raw_reply)
+        finally:
+            self._reading_generation = None
+        if not reply:
+            return
+        self.batches += 1
+        for raw_key, entries in reply:
+            key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
+            room = self._rooms.get(key)
+            if room is None or not entries:
+                continue
+            last = StreamId.parse(entries[-1][0])
+            room.position = room.rewind_to if room.rewind_to is not None else last
+            room.rewind_to = None
+            messages = [fields[b"m"] for _id, fields in entries if b"m" in fields]
+            if not messages:
+                continue
+            merged = merge_stream_messages(messages)
+            if merged.skipped:
+                log.warning("%s: skipped %d malformed stream entries", key, merged.skipped)
+            for message in (merged.update, merged.awareness):
+                if message is None:
+                    continue
+                for receiver in list(room.receivers):
+                    receiver.deliver(message)

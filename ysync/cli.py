@@ -1,0 +1,173 @@
+"""The ``ysync`` command: ``serve`` and the operator commands.
+
+Every setting of :mod:`ysync.config` is also a flag of ``ysync serve``:
+``--<section>-<key>`` (for example ``--server-port 3002``, ``--redis-url redis://...``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+
+from ysync import __version__
+from ysync.config import Config, env_names, load_config, settings
+from ysync.errors import YsyncError
+
+log = logging.getLogger("ysync")
+
+_ALIASES = {"server.host": ["--host"], "server.port": ["--port"], "redis.url": ["--redis"],
+            "redis.prefix": ["--prefix"], "embedded.data_dir": ["--data-dir"],
+            "storage.kind": ["--storage"]}
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("settings (override config.toml and the environment)")
+    for section, key, f, _kind in settings():
+        name = f"{section}.{key}"
+        flags = [f"--{section}-{key}".replace("_", "-"), *_ALIASES.get(name, [])]
+        envs = ", ".join(env_names(section, key, f))
+        group.add_argument(*flags, dest=name, default=None, metavar="VALUE",
+                           help=f"{f.metadata['help']} [env: {envs}; default: {f.default!r}]")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ysync", description=(
+        "Yjs sync server on Redis Streams, wire-compatible with y-redis. With no Redis "
+        "configured, `ysync serve` runs a complete single-node deployment (embedded Redis, "
+        "filesystem storage, compaction worker in-process)."))
+    parser.add_argument("--version", action="version", version=f"ysync {__version__}")
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help="TOML configuration file [env: YSYNC_CONFIG; default: ./config.toml "
+                             "if present]")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = commands.add_parser("serve", help="run the WebSocket server")
+    _add_setting_flags(serve)
+
+    show_config = commands.add_parser("config", help="print the effective configuration")
+    _add_setting_flags(show_config)
+
+    doc = commands.add_parser("doc", help="inspect documents").add_subparsers(
+        dest="doc_command", metavar="ACTION", required=True)
+    show = doc.add_parser("show", help="print a document (persisted + pending) as JSON")
+    show.add_argument("room", help="the room, as it appears in the WebSocket URL path")
+    show.add_argument("--docid", default="index", help="doc id (default: index)")
+    _add_setting_flags(show)
+
+    redis_cmd = commands.add_parser("redis", help="maintain Redis").add_subparsers(
+        dest="redis_command", metavar="ACTION", required=True)
+    clean = redis_cmd.add_parser("clean", help="delete every key of the prefix given with "
+                                               "--prefix (required)")
+    clean.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    _add_setting_flags(clean)
+    return parser
+
+
+def _config_from(args: argparse.Namespace) -> Config:
+    overrides = {name: value for name, value in vars(args).items()
+                 if "." in name and value is not None}
+    return load_config(args.config, overrides=overrides)
+
+
+def _setup_logging(config: Config) -> None:
+    logging.basicConfig(
+        level=getattr(logging, config.log.level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def _serve(config: Config) -> None:
+    from ysync.server import run_server
+
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        async def watch_signals() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    log.info("received %s: stopping", signal.Signals(signum).name)
+                    stop.set()
+                    return
+
+        tg.start_soon(watch_signals)
+        async with run_server(config) as running:
+            print(f"ysync ready on ws://{running.host}:{running.port}", flush=True)
+            await stop.wait()
+        tg.cancel_scope.cancel()
+
+
+def _print_config(config: Config) -> None:
+    out: dict[str, dict[str, Any]] = {}
+    for section, key, f, _kind in settings():
+        value = getattr(getattr(config, section), key)
+        if f.metadata["secret"] and value:
+            value = "<secret>"
+        out.setdefault(section, {})[key] = value
+    print(json.dumps(out, indent=2))
+
+
+async def _doc_show(config: Config, room: str, docid: str) -> None:
+    from ysync.ops import show_doc
+
+    print(json.dumps(await show_doc(config, room, docid), indent=2, ensure_ascii=False))
+
+
+def _confirm_clean(config: Config, prefix: str) -> bool:
+    answer = input(f"Delete every key of prefix {prefix!r} in {config.redis.url}? [y/N] ")
+    return answer.strip().lower() in ("y", "yes")
+
+
+async def _redis_clean(config: Config, prefix: str) -> int:
+    import redis.asyncio as aioredis
+
+    from ysync.ops import clean_prefix
+
+    client = aioredis.Redis.from_url(config.redis.url, socket_timeout=config.redis.timeout)
+    try:
+        count = await clean_prefix(client, prefix)
+    finally:
+        await client.aclose()
+    print(f"deleted {count} keys")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    try:
+        config = _config_from(args)
+        _setup_logging(config)
+        if args.command == "serve":
+            anyio.run(_serve, config)
+        elif args.command == "config":
+            _print_config(config)
+        elif args.command == "doc":
+            anyio.run(_doc_show, config, args.room, args.docid)
+        elif args.command == "redis":
+            prefix = vars(args)["redis.prefix"]
+            if not prefix:
+                print("ysync redis clean: --prefix is required", file=sys.stderr)
+                return 2
+            if not config.redis.url:
+                print("ysync redis clean needs a Redis URL (REDIS or --redis)", file=sys.stderr)
+                return 2
+            if not args.yes and not _confirm_clean(config, prefix):
+                print("nothing deleted")
+                return 1
+            return int(anyio.run(_redis_clean, config, prefix))
+    except YsyncError as exc:
+        print(f"ysync: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

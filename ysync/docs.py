@@ -1,0 +1,136 @@
+"""Loading a document as y-redis does (spec section 4 step 2): snapshot + every stream message.
+
+Used by the server for joining clients and by the worker for compaction. The CPU-heavy part
+(:func:`build_doc`) is a pure function run in a worker thread so that a large document does not
+stall the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import pycrdt
+import redis.asyncio as aioredis
+
+from ysync.errors import ProtocolError, UpdateFormatError
+from ysync.protocol import (
+    AwarenessEntry,
+    AwarenessMessage,
+    SyncUpdate,
+    decode_awareness,
+    decode_message,
+    merge_awareness,
+)
+from ysync.storage.base import Storage
+from ysync.streams import StreamId, read_whole_stream, room_stream_key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class LoadedDoc:
+    """A document as loaded from storage and its stream.
+
+    ``last_id`` is the id of the last stream entry read (``0-0`` for none); ``references`` the
+    snapshots merged; ``changed`` whether the stream added anything the snapshots lacked.
+    """
+
+    doc: pycrdt.Doc[Any]
+    awareness: dict[int, AwarenessEntry]
+    last_id: StreamId
+    references: tuple[str, ...]
+    changed: bool
+    skipped: int = 0
+    _full_update: bytes | None = field(default=None, repr=False)
+    _state_vector: bytes | None = field(default=None, repr=False)
+
+    @property
+    def state_vector(self) -> bytes:
+        if self._state_vector is None:
+            self._state_vector = bytes(self.doc.get_state())
+        return self._state_vector
+
+    @property
+    def full_update(self) -> bytes:
+        """The whole document as one v1 update (computed once)."""
+        if self._full_update is None:
+            self._full_update = bytes(self.doc.get_update())
+        return self._full_update
+
+    def diff(self, state_vector: bytes) -> bytes:
+        """What a peer with ``state_vector`` lacks, as a v1 update. Raises UpdateFormatError."""
+        if state_vector in (b"", b"\x00"):
+            return self.full_update
+        try:
+            return bytes(self.doc.get_update(state_vector))
+        except ValueError as exc:
+            raise UpdateFormatError(f"invalid state vector: {exc}") from exc
+
+
+def build_doc(snapshot_v1: bytes | None, messages: Sequence[bytes]) -> tuple[
+    pycrdt.Doc[Any], dict[int, AwarenessEntry], bool, int
+]:
+    """Apply a snapshot (v1) and stream messages to a fresh doc.
+
+    Returns (doc, awareness states, changed-by-the-stream, number of entries skipped as
+    malformed). A malformed entry is logged and skipped so that one bad message cannot make a
+    document unloadable.
+    """
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    if snapshot_v1 is not None:
+        try:
+            doc.apply_update(snapshot_v1)
+        except ValueError as exc:
+            raise UpdateFormatError(f"stored snapshot does not apply: {exc}") from exc
+    changes: list[bool] = []
+    subscription = doc.observe(lambda _event: changes.append(True))
+    awareness: dict[int, AwarenessEntry] = {}
+    skipped = 0
+    updates: list[bytes] = []
+    for raw in messages:
+        try:
+            message = decode_message(raw)
+            if isinstance(message, SyncUpdate):
+                updates.append(message.update)
+            elif isinstance(message, AwarenessMessage):
+                merge_awareness(awareness, decode_awareness(message.payload))
+            else:
+                skipped += 1
+        except ProtocolError as exc:
+            log.warning("skipping malformed stream message (%d bytes): %s", len(raw), exc)
+            skipped += 1
+    for update in updates:
+        try:
+            doc.apply_update(update)
+        except ValueError as exc:
+            log.warning("skipping stream update that does not apply (%d bytes): %s",
+                        len(update), exc)
+            skipped += 1
+    doc.unobserve(subscription)
+    return doc, awareness, bool(changes), skipped
+
+
+async def load_doc(
+    client: aioredis.Redis, storage: Storage, prefix: str, room: str, docid: str
+) -> LoadedDoc:
+    """Load (room, docid): the stream is read BEFORE storage, so that a compaction running in
+    between can only make storage newer, never lose what the stream held."""
+    messages, last_id = await read_whole_stream(client, room_stream_key(prefix, room, docid))
+    stored = await storage.retrieve_doc(room, docid)
+    snapshot_v2 = stored.update_v2 if stored is not None else None
+    references = stored.references if stored is not None else ()
+
+    def build() -> tuple[pycrdt.Doc[Any], dict[int, AwarenessEntry], bool, int]:
+        snapshot_v1 = None
+        if snapshot_v2 is not None:
+            from ysync.updates import v2_to_v1
+
+            snapshot_v1 = v2_to_v1(snapshot_v2)
+        return build_doc(snapshot_v1, messages)
+
+    doc, awareness, changed, skipped = await anyio.to_thread.run_sync(build)
+    return LoadedDoc(doc, awareness, last_id, references, changed, skipped)

@@ -1,0 +1,89 @@
+"""Joining rooms: one document load per room for all simultaneous joiners.
+
+When a hundred clients open the same large document at once, the process loads it from storage
+and Redis once; every joiner shares that load and is answered with only what its own state
+vector lacks (a fresh client: the whole document, encoded once and shared).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import anyio
+import redis.asyncio as aioredis
+from anyio.abc import TaskGroup
+
+from ysync.docs import LoadedDoc, load_doc
+from ysync.protocol import encode_sync_step2
+from ysync.storage.base import Storage
+from ysync.streams import INDEX_DOC
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class JoinDoc:
+    """A loaded document shared by the clients that joined while it was loading."""
+
+    loaded: LoadedDoc
+    _step2_cache: dict[bytes, bytes] = field(default_factory=dict)
+
+    def sync_step2(self, state_vector: bytes) -> bytes:
+        """The sync step 2 message answering ``state_vector``: only what that client lacks.
+
+        Answers for the same state vector (typically the empty one of fresh clients) are
+        encoded once and shared.
+        """
+        cached = self._step2_cache.get(state_vector)
+        if cached is None:
+            cached = encode_sync_step2(self.loaded.diff(state_vector))
+            if len(self._step2_cache) < 8:
+                self._step2_cache[state_vector] = cached
+        return cached
+
+
+class _Flight:
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.result: JoinDoc | None = None
+        self.error: BaseException | None = None
+
+
+class DocLoader:
+    """Coalesces concurrent loads of the same room into one.
+
+    Loads run in the server's task group, so a joiner that disconnects does not cancel the load
+    the other joiners wait for.
+    """
+
+    def __init__(self, task_group: TaskGroup, client: aioredis.Redis, storage: Storage,
+                 prefix: str) -> None:
+        self._tg = task_group
+        self._client = client
+        self._storage = storage
+        self._prefix = prefix
+        self._flights: dict[str, _Flight] = {}
+        self.loads = 0  # documents actually loaded, for metrics and tests
+
+    async def load(self, room: str) -> JoinDoc:
+        flight = self._flights.get(room)
+        if flight is None:
+            flight = self._flights[room] = _Flight()
+            self._tg.start_soon(self._run, room, flight)
+        await flight.done.wait()
+        if flight.error is not None:
+            raise flight.error
+        assert flight.result is not None
+        return flight.result
+
+    async def _run(self, room: str, flight: _Flight) -> None:
+        try:
+            loaded = await load_doc(self._client, self._storage, self._prefix, room, INDEX_DOC)
+            self.loads += 1
+            flight.result = JoinDoc(loaded)
+        except Exception as exc:  # handed to every waiter, which logs it with its context
+            flight.error = exc
+        finally:
+            del self._flights[room]
+            flight.done.set()

@@ -1,0 +1,317 @@
+"""The WebSocket server: ``ws://host:port/<room>`` and ``GET /healthz``.
+
+Life of a connection (spec section 4): the request is authorized (:mod:`ysync.gate`), the
+connection subscribes to its room stream, the room's document is loaded (shared with every
+simultaneous joiner), the client gets sync step 1 and the room's awareness states, and its own
+sync step 1 is answered with only what it lacks. From then on the client's updates and awareness
+go to the room stream, and the stream reader (:mod:`ysync.bus`) sends the room's merged messages
+to every local connection. The server keeps no document in memory after a client's initial sync.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from http import HTTPStatus
+
+import anyio
+import redis.asyncio as aioredis
+import redis.exceptions as redis_errors
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
+
+from ysync.bus import Bus
+from ysync.config import Config
+from ysync.connection import Connection
+from ysync.errors import AuthError, BusError, ProtocolError, UpdateFormatError, YsyncError
+from ysync.gate import Gate, Grant, open_gate
+from ysync.protocol import (
+    AwarenessMessage,
+    QueryAwareness,
+    SyncStep1,
+    SyncStep2,
+    SyncUpdate,
+    awareness_disconnect_message,
+    decode_awareness,
+    decode_message,
+    encode_awareness,
+    encode_awareness_entries,
+    encode_sync_step1,
+)
+from ysync.rooms import DocLoader, JoinDoc
+from ysync.storage.base import Storage
+from ysync.streams import Scripts, ensure_worker_group, room_stream_key
+
+log = logging.getLogger(__name__)
+
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_UNSUPPORTED_DATA = 1003
+
+
+@dataclass(slots=True)
+class RunningServer:
+    """What a started server exposes: where it listens and its parts (for tests and metrics)."""
+
+    port: int
+    host: str
+    redis_url: str
+    bus: Bus
+    loader: DocLoader
+    handler: SyncHandler
+
+
+class SyncHandler:
+    """Handles HTTP requests and WebSocket connections for one server process."""
+
+    def __init__(self, config: Config, client: aioredis.Redis, bus: Bus, loader: DocLoader,
+                 gate: Gate) -> None:
+        self._config = config
+        self._client = client
+        self._bus = bus
+        self._loader = loader
+        self._gate = gate
+        self._scripts = Scripts(client, config.redis.prefix)
+        self._grants: dict[ServerConnection, Grant] = {}
+        self.connections: set[Connection] = set()
+
+    # --- HTTP --------------------------------------------------------------------------------
+
+    async def process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        path, _, query = request.path.partition("?")
+        if path == "/healthz":
+            return await self._health(ws)
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return ws.respond(HTTPStatus.NOT_FOUND, "not found\n")
+        try:
+            grant = await self._gate(path, query, request.headers)
+        except AuthError as exc:
+            log.info("refused %s: %s", _safe_path(path), exc.reason)
+            return ws.respond(HTTPStatus.UNAUTHORIZED, f"unauthorized: {exc.reason}\n")
+        self._grants[ws] = grant
+        return None
+
+    async def _health(self, ws: ServerConnection) -> Response:
+        try:
+            with anyio.fail_after(self._config.redis.timeout):
+                await self._client.ping()
+        except (redis_errors.RedisError, OSError, TimeoutError) as exc:
+            log.warning("health check: Redis does not answer: %s", exc)
+            return ws.respond(HTTPStatus.SERVICE_UNAVAILABLE, "redis unavailable\n")
+        return ws.respond(HTTPStatus.OK, "ok\n")
+
+    def select_subprotocol(self, ws: ServerConnection,
+                           offered: Sequence[Subprotocol]) -> Subprotocol | None:
+        grant = self._grants.get(ws)
+        if grant is None or grant.subprotocol is None:
+            return None
+        return Subprotocol(grant.subprotocol)
+
+    # --- WebSocket ---------------------------------------------------------------------------
+
+    async def handle(self, ws: ServerConnection) -> None:
+        grant = self._grants.pop(ws)
+        conn = Connection(ws, grant.room, can_write=grant.can_write, user_id=grant.user_id,
+                          send_buffer_limit=self._config.server.send_buffer_limit)
+        stream_key = room_stream_key(self._config.redis.prefix, grant.room)
+        self._bus.subscribe(stream_key, conn)
+        self.connections.add(conn)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(conn.write_loop)
+                await self._serve(conn, stream_key)
+                if conn.closing:
+                    # we are closing it (protocol error, slow client): let the writer finish
+                    with anyio.move_on_after(self._config.server.close_timeout):
+                        await conn.closed.wait()
+                tg.cancel_scope.cancel()
+        finally:
+            self.connections.discard(conn)
+            self._bus.unsubscribe(stream_key, conn)
+            await self._say_goodbye(conn, stream_key)
+
+    async def _serve(self, conn: Connection, stream_key: str) -> None:
+        try:
+            joined = await self._loader.load(conn.room)
+        except YsyncError as exc:
+            log.error("room %s: loading the document failed: %s", conn.room, exc)
+            conn.close(1011, "document unavailable")
+            return
+        self._bus.position_at(stream_key, joined.loaded.last_id)
+        conn.deliver(encode_sync_step1(joined.loaded.state_vector))
+        states = [s for s in joined.loaded.awareness.values() if s.state != "null"]
+        if states:
+            conn.deliver(encode_awareness(encode_awareness_entries(states)))
+        pending: JoinDoc | None = joined
+        pending_until = time.monotonic() + self._config.server.sync_timeout
+        del joined
+        try:
+            async for data in conn.ws:
+                if isinstance(data, str):
+                    raise ProtocolError("text frames are not part of the protocol")
+                message = decode_message(data)
+                if isinstance(message, SyncStep1):
+                    if pending is None or time.monotonic() > pending_until:
+                        pending = await self._loader.load(conn.room)
+                    conn.deliver(pending.sync_step2(message.state_vector))
+                    pending = None  # the document is not kept after the initial sync
+                elif isinstance(message, SyncUpdate | SyncStep2 | AwarenessMessage):
+                    await self._on_write(conn, stream_key, data, message)
+                elif isinstance(message, QueryAwareness):
+                    log.debug("room %s: query-awareness ignored", conn.room)
+                else:
+                    log.info("room %s: dropping unexpected %s", conn.room,
+                             type(message).__name__)
+        except (ProtocolError, UpdateFormatError) as exc:
+            log.warning("room %s: closing connection after a protocol error: %s", conn.room, exc)
+            conn.close(CLOSE_PROTOCOL_ERROR, "protocol error")
+        except ConnectionClosed:
+            return
+
+    async def _on_write(self, conn: Connection, stream_key: str, data: bytes,
+                        message: SyncUpdate | SyncStep2 | AwarenessMessage) -> None:
+        if isinstance(message, AwarenessMessage):
+            entries = decode_awareness(message.payload)
+            if len(entries) == 1 and conn.awareness_id in (None, entries[0].client_id):
+                conn.awareness_id = entries[0].client_id
+                conn.awareness_clock = entries[0].clock
+            if not conn.can_write:
+                # a read-only client's presence stays local, but it must hear back from the
+                # server or y-websocket reconnects after 30 s of silence
+                conn.deliver(data)
+                return
+        elif not conn.can_write:
+            return
+        elif isinstance(message, SyncStep2):
+            if len(data) < 4:
+                return  # carries nothing (y-redis does not store it either)
+            data = b"\x00\x02" + data[2:]
+        try:
+            await self._scripts.append(stream_key, data)
+        except BusError as exc:
+            log.error("room %s: could not store a message: %s", conn.room, exc)
+            conn.close(1011, "storage unavailable")
+
+    async def _say_goodbye(self, conn: Connection, stream_key: str) -> None:
+        if conn.awareness_id is None or not conn.can_write:
+            return
+        message = awareness_disconnect_message(conn.awareness_id, conn.awareness_clock)
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self._config.redis.timeout):
+            try:
+                await self._scripts.append(stream_key, message)
+            except BusError as exc:
+                log.warning("room %s: could not announce a disconnect: %s", conn.room, exc)
+
+
+def _safe_path(path: str) -> str:
+    return path[:200]
+
+
+def _redis_client(url: str, config: Config, *, blocking: bool = False) -> aioredis.Redis:
+    timeout = config.redis.timeout + (config.redis.read_block / 1000 if blocking else 0)
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=config.redis.timeout,
+        single_connection_client=blocking,
+        health_check_interval=30,
+    )
+
+
+@asynccontextmanager
+async def run_server(config: Config, *, storage: Storage | None = None,
+                     gate: Gate | None = None) -> AsyncIterator[RunningServer]:
+    """Start a complete server (embedded Redis and in-process worker as configured).
+
+    Leaving the context stops it in order: stop accepting, close connections (1001), wait for
+    them up to ``server.shutdown_timeout``, then cancel the background tasks.
+    """
+    async with AsyncExitStack() as stack:
+        redis_url = config.redis.url
+        if not redis_url:
+            from ysync.embedded import EmbeddedRedis
+
+            redis_url = await stack.enter_async_context(EmbeddedRedis(config.embedded))
+        if storage is None:
+            from ysync.storage.factory import open_storage
+
+            storage = await stack.enter_async_context(open_storage(config))
+        assert storage is not None
+        client = _redis_client(redis_url, config)
+        stack.push_async_callback(client.aclose)
+        reader = _redis_client(redis_url, config, blocking=True)
+        stack.push_async_callback(reader.aclose)
+        try:
+            await client.ping()
+            await ensure_worker_group(client, config.redis.prefix)
+        except (redis_errors.RedisError, OSError) as exc:
+            raise BusError(f"cannot reach Redis at {_redact(redis_url)}: {exc}") from exc
+        if gate is None:
+            gate = await stack.enter_async_context(open_gate(config))
+        async with anyio.create_task_group() as tg:
+            bus = Bus(reader, client, block_ms=config.redis.read_block,
+                      count=config.redis.read_count)
+            tg.start_soon(bus.run)
+            loader = DocLoader(tg, client, storage, config.redis.prefix)
+            handler = SyncHandler(config, client, bus, loader, gate)
+            if config.run_worker:
+                from workers.compactor import Worker
+
+                worker = Worker(client, storage, config)
+                tg.start_soon(worker.run)
+            server = await _listen(config, handler)
+            try:
+                port = _bound_port(server)
+                log.info("ysync listening on ws://%s:%d/<room> (redis %s, storage %s)",
+                         config.server.host, port, _redact(redis_url), config.storage_kind)
+                yield RunningServer(port, config.server.host, redis_url, bus, loader, handler)
+            finally:
+                server.close(close_connections=True)
+                with anyio.move_on_after(config.server.shutdown_timeout) as scope:
+                    await server.wait_closed()
+                if scope.cancelled_caught:
+                    log.warning("connections still open after %.1fs; cancelling them",
+                                config.server.shutdown_timeout)
+                tg.cancel_scope.cancel()
+
+
+async def _listen(config: Config, handler: SyncHandler) -> Server:
+    server_config = config.server
+    return await serve(
+        handler.handle,
+        server_config.host,
+        server_config.port,
+        process_request=handler.process_request,
+        select_subprotocol=handler.select_subprotocol,
+        compression="deflate" if server_config.compression else None,
+        # Timeouts
+        open_timeout=server_config.close_timeout * 2,
+        ping_interval=server_config.ping_interval or None,
+        ping_timeout=server_config.ping_timeout,
+        close_timeout=server_config.close_timeout,
+        # Limits
+        max_size=server_config.max_message_size,
+        max_queue=16,
+        write_limit=256 * 1024,
+    )
+
+
+def _bound_port(server: Server) -> int:
+    for sock in server.sockets:
+        return int(sock.getsockname()[1])
+    raise YsyncError("the server is not listening on any socket")
+
+
+def _redact(url: str) -> str:
+    if "@" in url:
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://***@{rest.rpartition('@')[2]}"
+    return url
+
+
+__all__ = ["Grant", "Headers", "RunningServer", "SyncHandler", "run_server"]
