@@ -144,3 +144,58 @@ async def test_redis_layout_matches_y_redis(
     doc: pycrdt.Doc[pycrdt.Map[str]] = pycrdt.Doc()
     doc.apply_update(state)
     assert doc.get("map", type=pycrdt.Map).to_py() == {"key": "value"}
+
+
+async def test_document_of_several_megabytes(
+    two_servers: tuple[ServerProcess, ServerProcess], clients: NodeClients
+) -> None:
+    a, b = two_servers
+    await clients.open("writer", a.url, "big")
+    await clients.open("reader", b.url, "big")
+    await clients.synced("writer")
+    await clients.synced("reader")
+    size = await clients.call("bigText", name="writer", size=4 * 1024 * 1024, chunk=1000)
+    assert size >= 4 * 1024 * 1024
+
+    async def reader_has_it() -> bool:
+        return bool(await clients.call("textLength", name="reader") == size)
+
+    await wait_until(reader_has_it, 60, "the reader to receive 4 MiB", interval=0.2)
+    await clients.open("late", a.url, "big")
+    await clients.synced("late", timeout=60)
+    assert await clients.call("textLength", name="late") == size
+    writer_state = await clients.call("stateV1", name="writer")
+    late_state = await clients.call("stateV1", name="late")
+    assert writer_state == late_state
+
+
+async def test_many_concurrent_clients_converge(
+    two_servers: tuple[ServerProcess, ServerProcess], clients: NodeClients
+) -> None:
+    names = [f"c{i}" for i in range(24)]
+    for i, name in enumerate(names):
+        await clients.open(name, two_servers[i % 2].url, "crowd", awareness={"n": i})
+    for name in names:
+        await clients.synced(name)
+    for round_ in range(3):
+        for name in names:
+            await clients.call("insertText", name=name, text=f"<{name}.{round_}>", index=0)
+            await clients.call("mapSet", name=name, key=name, value=round_)
+    expected_map = {name: 2 for name in names}
+
+    async def all_equal() -> bool:
+        states = [await clients.get(name) for name in names]
+        first = states[0]
+        return first["map"] == expected_map and all(s == first for s in states) and all(
+            f"<{name}.{r}>" in first["text"] for name in names for r in range(3))
+
+    await wait_until(all_equal, 30, "24 clients on two servers to converge", interval=0.2)
+
+    async def everyone_sees_everyone() -> bool:
+        for name in names:
+            states = await clients.call("awarenessStates", name=name)
+            if len(states) != len(names):
+                return False
+        return True
+
+    await wait_until(everyone_sees_everyone, 15, "every client to see 24 presences")

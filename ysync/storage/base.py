@@ -57,4 +57,4 @@ def merge_snapshots(updates: Sequence[bytes]) -> bytes:
         return updates[0]
     from ysync.updates import merge_v2
 
-    return merge_v2(updates)
+    return bytes(merge_v2(updates))

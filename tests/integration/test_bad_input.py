@@ -1,0 +1,90 @@
+"""Bad input closes only the offending connection; the process and other clients carry on."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from conftest import seconds
+from harness import NodeClients, ServerProcess, running_server, wait_until
+
+pytestmark = [pytest.mark.anyio, pytest.mark.node]
+
+
+@pytest.fixture
+async def server(redis_url: str, prefix: str) -> AsyncIterator[ServerProcess]:
+    env = {"REDIS": redis_url, "REDIS_PREFIX": prefix, "YSYNC_STORAGE_KIND": "memory",
+           "YSYNC_WORKER_ENABLED": "no", "YSYNC_SERVER_MAX_MESSAGE_SIZE": "4096"}
+    async with running_server(env) as srv:
+        yield srv
+
+
+async def close_code_after_sending(url: str, payload: bytes | str) -> tuple[int, str]:
+    async with connect(url, open_timeout=seconds(10), close_timeout=seconds(5)) as ws:
+        await ws.send(payload)
+        try:
+            while True:  # the server's step 1 and awareness come first
+                await ws.recv()
+        except ConnectionClosed as closed:
+            assert closed.rcvd is not None, "the server did not send a close frame"
+            return closed.rcvd.code, closed.rcvd.reason
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize(("payload", "code"), [
+    (b"\x00\x02\xff\xff\xff", 1002),  # update whose length runs past the frame
+    (b"\x07", 1002),  # unknown message type
+    (b"\x00\x09\x00", 1002),  # unknown sync message type
+    (b"\x00\x00\x01\x00\x99", 1002),  # trailing bytes after a sync step 1
+    ("a text frame", 1002),
+    (b"\x00\x02" + b"\x80" * 9000, 1009),  # above max_message_size (4096)
+])
+async def test_bad_frame_closes_only_that_connection(
+    server: ServerProcess, node_dir: Path, payload: bytes | str, code: int
+) -> None:
+    async with NodeClients(node_dir) as clients:
+        await clients.open("a", server.url, "robust")
+        await clients.open("b", server.url, "robust")
+        await clients.synced("a")
+        await clients.synced("b")
+
+        got, _reason = await close_code_after_sending(f"{server.url}/robust", payload)
+        assert got == code
+
+        await clients.call("insertText", name="a", text="still alive")
+
+        async def b_has_it() -> bool:
+            return (await clients.get("b"))["text"] == "still alive"
+
+        await wait_until(b_has_it, 10, "the other clients to keep syncing")
+        assert clients.closes("a") == [] and clients.closes("b") == []
+    if code == 1002:
+        await wait_until(_log_has(server, "protocol error"), 5, "a log line about the error")
+
+
+def _log_has(server: ServerProcess, text: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return text in server.log_text()
+    return check
+
+
+async def test_healthz_answers_when_redis_answers(server: ServerProcess) -> None:
+    async with httpx.AsyncClient(timeout=seconds(5)) as http:
+        base = server.url.replace("ws://", "http://")
+        response = await http.get(f"{base}/healthz")
+        assert (response.status_code, response.text) == (200, "ok\n")
+        response = await http.get(f"{base}/some-room")
+        assert response.status_code == 404
+
+
+async def test_room_path_tricks_are_refused(server: ServerProcess) -> None:
+    for path in ["/", "/a/b", "/..", "/%2e%2e", "/a%2Fb", "/x%00y"]:
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(f"{server.url}{path}", open_timeout=seconds(10)):
+                pass
+        assert info.value.response.status_code == 401, path
