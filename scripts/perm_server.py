@@ -11,9 +11,10 @@ It answers as y-redis's bin/auth-server-example.js does:
   PUT /ydoc/<room>                ->  200; logs the size of the document a worker sent
       (YDOC_UPDATE_CALLBACK=http://<host>:<port>/ydoc).
 
-Point the server at it with AUTH_PERM_CALLBACK=http://<host>:<port>/auth/perm. It grants by a
-user id from a token it does not see: protect your real one, this one trusts everybody.
-Only the Python standard library is needed unless AUTH_PRIVATE_KEY is set.
+Point the server at it with AUTH_PERM_CALLBACK=http://<host>:<port>/auth/perm. The server asks
+only after it has verified the client's token, so the user id can be trusted; this example
+grants every room to every user not listed. Do not expose it: /auth/token mints a token for
+anybody who asks. Only the Python standard library is needed unless AUTH_PRIVATE_KEY is set.
 """
 
 from __future__ import annotations

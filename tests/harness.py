@@ -18,15 +18,15 @@ from conftest import seconds
 REPO = Path(__file__).resolve().parents[1]
 
 
-async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float, what: str,
+async def wait_until(check: Callable[[], Awaitable[bool]], within: float, what: str,
                      interval: float = 0.05) -> None:
-    """Poll ``check`` until it is true; fail with ``what`` after ``timeout`` (scaled) seconds."""
-    deadline = asyncio.get_running_loop().time() + seconds(timeout)
+    """Poll ``check`` until it is true; fail with ``what`` after ``within`` (scaled) seconds."""
+    deadline = asyncio.get_running_loop().time() + seconds(within)
     while True:
         if await check():
             return
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {seconds(timeout):.1f}s waiting for {what}")
+            raise AssertionError(f"timed out after {seconds(within):.1f}s waiting for {what}")
         await asyncio.sleep(interval)
 
 
@@ -171,9 +171,9 @@ class NodeClients:
     async def open(self, name: str, url: str, room: str, **options: Any) -> Any:
         return await self.call("open", name=name, url=url, room=room, **options)
 
-    async def synced(self, name: str, timeout: float = 15) -> None:
-        await self.call("waitSynced", name=name, timeout=int(seconds(timeout) * 1000),
-                        wait=timeout + 5)
+    async def synced(self, name: str, within: float = 15) -> None:
+        await self.call("waitSynced", name=name, timeout=int(seconds(within) * 1000),
+                        wait=within + 5)
 
     async def get(self, name: str) -> dict[str, Any]:
         result: dict[str, Any] = await self.call("get", name=name)

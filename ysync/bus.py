@@ -17,6 +17,7 @@ import anyio
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 
+from ysync.metrics import Metrics
 from ysync.protocol import merge_stream_messages
 from ysync.streams import StreamId
 
@@ -47,7 +48,7 @@ class Bus:
     """Reads every locally subscribed room stream with one blocking XREAD at a time."""
 
     def __init__(self, reader: aioredis.Redis, control: aioredis.Redis, *,
-                 block_ms: int = 1000, count: int = 1000) -> None:
+                 block_ms: int = 1000, count: int = 1000, metrics: Metrics | None = None) -> None:
         """``reader`` must be a single-connection client used by nothing else (it blocks);
         ``control`` is the shared client, used to interrupt a blocked read."""
         self._reader = reader
@@ -59,7 +60,7 @@ class Bus:
         self._reader_id: int | None = None
         self._generation = 0  # bumped whenever a room starts being read
         self._reading_generation: int | None = None  # generation of the XREAD in flight
-        self.batches = 0  # read results handled, for metrics and tests
+        self._metrics = metrics
 
     @property
     def rooms(self) -> dict[str, RoomSubscription]:
@@ -151,7 +152,8 @@ class Bus:
             self._reading_generation = None
         if not reply:
             return
-        self.batches += 1
+        if self._metrics is not None:
+            self._metrics.read_batches.inc()
         for raw_key, entries in reply:
             key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
             room = self._rooms.get(key)
@@ -169,5 +171,9 @@ class Bus:
             for message in (merged.update, merged.awareness):
                 if message is None:
                     continue
-                for receiver in list(room.receivers):
+                receivers = list(room.receivers)
+                for receiver in receivers:
                     receiver.deliver(message)
+                if self._metrics is not None:
+                    self._metrics.frames_out.inc(len(receivers))
+                    self._metrics.bytes_out.inc(len(receivers) * len(message))

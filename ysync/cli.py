@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 
 from ysync import __version__
-from ysync.config import Config, env_names, load_config, settings
+from ysync.config import Config, env_names, load_config, redact_url, settings
 from ysync.errors import YsyncError
 
 log = logging.getLogger("ysync")
@@ -67,6 +67,22 @@ def _build_parser() -> argparse.ArgumentParser:
                                                "--prefix (required)")
     clean.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     _add_setting_flags(clean)
+
+    kick = commands.add_parser("kick", help="revoke a room's connections on every ysync process")
+    kick.add_argument("room", help="the room (as in the URL, or as the client named it)")
+    kick.add_argument("--user", default=None, help="only this user's connections (yuserid)")
+    _add_setting_flags(kick)
+
+    keys = commands.add_parser("keys", help="authentication keys").add_subparsers(
+        dest="keys_command", metavar="ACTION", required=True)
+    keys.add_parser("generate", help="print a new P-384 key pair as AUTH_PUBLIC_KEY=... and "
+                                     "AUTH_PRIVATE_KEY=... lines (lib0's format)")
+
+    token = commands.add_parser("token", help="mint a token (needs AUTH_PRIVATE_KEY)")
+    token.add_argument("--user", required=True, help="the yuserid claim")
+    token.add_argument("--ttl", type=float, default=3600.0,
+                       help="seconds until the token expires (default 3600)")
+    _add_setting_flags(token)
     return parser
 
 
@@ -109,6 +125,8 @@ def _print_config(config: Config) -> None:
         value = getattr(getattr(config, section), key)
         if f.metadata["secret"] and value:
             value = "<secret>"
+        elif isinstance(value, str):
+            value = redact_url(value)  # redis://:password@host
         out.setdefault(section, {})[key] = value
     print(json.dumps(out, indent=2))
 
@@ -138,8 +156,38 @@ async def _redis_clean(config: Config, prefix: str) -> int:
     return 0
 
 
+async def _kick(config: Config, room: str, user: str | None) -> int:
+    import redis.asyncio as aioredis
+
+    from ysync.control import publish_kick
+
+    client = aioredis.Redis.from_url(config.redis.url, socket_timeout=config.redis.timeout)
+    try:
+        reached = await publish_kick(client, config.redis.prefix, room, user)
+    finally:
+        await client.aclose()
+    print(f"kick sent to {reached} ysync processes")
+    return 0
+
+
+def _token(config: Config, user: str, ttl: float) -> int:
+    from ysync.auth import load_private_key, mint_token
+
+    if not config.auth.private_key:
+        print("ysync token needs AUTH_PRIVATE_KEY (see `ysync keys generate`)", file=sys.stderr)
+        return 2
+    key = load_private_key(config.auth.private_key, setting="auth.private_key (AUTH_PRIVATE_KEY)")
+    print(mint_token(key, user, ttl))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
+    if args.command == "keys":
+        from ysync.auth import generate_keypair, keypair_env_lines
+
+        print(keypair_env_lines(*generate_keypair()))
+        return 0
     try:
         config = _config_from(args)
         _setup_logging(config)
@@ -161,6 +209,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("nothing deleted")
                 return 1
             return int(anyio.run(_redis_clean, config, prefix))
+        elif args.command == "kick":
+            if not config.redis.url:
+                print("ysync kick needs the Redis URL the servers use (REDIS or --redis)",
+                      file=sys.stderr)
+                return 2
+            return int(anyio.run(_kick, config, args.room, args.user))
+        elif args.command == "token":
+            return _token(config, args.user, args.ttl)
     except YsyncError as exc:
         print(f"ysync: {exc}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ the setting, where it came from and the value.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -173,8 +174,24 @@ def settings() -> list[tuple[str, str, dataclasses.Field[Any], type[Any]]]:
     return out
 
 
+def redact_url(value: str) -> str:
+    """``value`` with the password of a ``scheme://user:password@host`` URL replaced."""
+    scheme, sep, rest = value.partition("://")
+    authority = rest
+    for end in "/?#":
+        authority = authority.partition(end)[0]
+    userinfo, at, _host = authority.rpartition("@")
+    user, colon, _password = userinfo.partition(":")
+    if not sep or not at or not colon:
+        return value
+    return f"{scheme}://{user}:<secret>@{rest[len(userinfo) + 1:]}"
+
+
 def _convert(name: str, source: str, raw: Any, kind: type[Any], f: dataclasses.Field[Any]) -> Any:
-    shown = "<secret>" if f.metadata["secret"] else repr(raw)
+    if f.metadata["secret"]:
+        shown = "<secret>"
+    else:
+        shown = repr(redact_url(raw) if isinstance(raw, str) else raw)
     where = f"setting {name} (from {source})"
     if kind is bool:
         if isinstance(raw, bool):
@@ -192,6 +209,8 @@ def _convert(name: str, source: str, raw: Any, kind: type[Any], f: dataclasses.F
             value = kind(raw.strip() if isinstance(raw, str) else raw)
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: expected {kind.__name__}, got {shown}") from None
+        if not math.isfinite(value):  # nan would pass every range check below
+            raise ConfigError(f"{where}: expected a finite number, got {shown}")
         if kind is int and isinstance(raw, float) and not raw.is_integer():
             raise ConfigError(f"{where}: expected an integer, got {shown}")
         low, high = f.metadata["min"], f.metadata["max"]
@@ -281,7 +300,7 @@ def load_config(
 def _check_consistency(config: Config) -> None:
     if config.redis.url and not config.redis.url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"setting redis.url: expected redis://, rediss:// or unix://, "
-                          f"got {config.redis.url!r}")
+                          f"got {redact_url(config.redis.url)!r}")
     if not config.redis.prefix or ":room:" in config.redis.prefix:
         raise ConfigError(f"setting redis.prefix: must be non-empty and not contain ':room:', "
                           f"got {config.redis.prefix!r}")
@@ -301,4 +320,4 @@ def _check_consistency(config: Config) -> None:
         ("http://", "https://")
     ):
         raise ConfigError(f"setting worker.update_callback: expected an http(s) URL, got "
-                          f"{config.worker.update_callback!r}")
+                          f"{redact_url(config.worker.update_callback)!r}")

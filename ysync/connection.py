@@ -15,6 +15,9 @@ import anyio
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from ysync.auth import Grant
+from ysync.metrics import Metrics
+
 log = logging.getLogger(__name__)
 
 #: Messages larger than this are sent as fragments of this size, so that the socket's write
@@ -28,12 +31,10 @@ CLOSE_SLOW_CLIENT = 1013
 class Connection:
     """A client of one room. ``deliver`` queues; :meth:`write_loop` sends."""
 
-    def __init__(self, ws: ServerConnection, room: str, *, can_write: bool, user_id: str | None,
-                 send_buffer_limit: int) -> None:
+    def __init__(self, ws: ServerConnection, grant: Grant, *, send_buffer_limit: int,
+                 metrics: Metrics | None = None) -> None:
         self.ws = ws
-        self.room = room
-        self.can_write = can_write
-        self.user_id = user_id
+        self.grant = grant  # replaced when a permission re-check changes the access
         self.awareness_id: int | None = None
         self.awareness_clock = 0
         self._queue: deque[bytes] = deque()
@@ -42,7 +43,16 @@ class Connection:
         self._ready = anyio.Event()
         self._closing = False
         self._close_with: tuple[int, str] | None = None
+        self._metrics = metrics
         self.closed = anyio.Event()  # set when the writer has ended
+
+    @property
+    def room(self) -> str:
+        return self.grant.room
+
+    @property
+    def can_write(self) -> bool:
+        return self.grant.can_write
 
     @property
     def queued_bytes(self) -> int:
@@ -74,6 +84,8 @@ class Connection:
         if self._closing:
             return
         self._closing = True
+        if self._metrics is not None:
+            self._metrics.closed.labels(reason).inc()
         self._queue.clear()
         if after is not None:
             self._queue.append(after)

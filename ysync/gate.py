@@ -1,39 +1,39 @@
-"""Who may open which room: the checks made on the HTTP upgrade request.
+"""Who may open which room: the checks made on the HTTP upgrade request, and re-checks.
 
-A :data:`Gate` takes the request's path, query and headers and returns a :class:`Grant` or
-raises :class:`~ysync.errors.AuthError` (answered with HTTP 401). With no authentication
-configured every request is granted write access (and a warning is logged at start-up).
+A :class:`Gate` takes the request's path, query and headers and returns a
+:class:`~ysync.auth.Grant` or raises :class:`~ysync.errors.AuthError` (answered with HTTP 401).
+With no authentication configured every request is granted write access (and a warning is
+logged at start-up). With ``AUTH_PUBLIC_KEY`` and ``AUTH_PERM_CALLBACK`` set, a y-redis JWT and
+the permission callback decide (:mod:`ysync.auth`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
+import httpx
 from websockets.datastructures import Headers
 
+from ysync.auth import (
+    DEFAULT_MAX_ROOM_LENGTH,
+    Grant,
+    PublicKey,
+    authorize,
+    check_permission,
+    load_public_key,
+    validate_room_segment,
+)
 from ysync.config import Config
 from ysync.errors import AuthError
 
 log = logging.getLogger(__name__)
 
-#: Longest room name accepted (the raw, still percent-encoded path segment).
-MAX_ROOM_LENGTH = 1024
+#: Longest room name accepted, in UTF-8 bytes of the raw (still percent-encoded) path segment.
+MAX_ROOM_LENGTH = DEFAULT_MAX_ROOM_LENGTH
 
-
-@dataclass(frozen=True, slots=True)
-class Grant:
-    """Access granted to one connection. ``room`` is the path segment exactly as it arrived."""
-
-    room: str
-    can_write: bool
-    user_id: str | None = None
-    subprotocol: str | None = None
-
-
-Gate = Callable[[str, str, Headers], Awaitable[Grant]]
+__all__ = ["Gate", "Grant", "OpenGate", "TokenGate", "open_gate", "room_from_path"]
 
 
 def room_from_path(path: str) -> str:
@@ -41,25 +41,63 @@ def room_from_path(path: str) -> str:
 
     Raises AuthError for paths that are not exactly one sensible segment.
     """
-    if not path.startswith("/") or len(path) < 2:
+    if not path.startswith("/"):
         raise AuthError("no room in the path")
-    room = path[1:]
-    if len(room) > MAX_ROOM_LENGTH:
-        raise AuthError("room name too long")
-    if "/" in room or room in (".", ".."):
-        raise AuthError("invalid room name")
-    lowered = room.lower()
-    if "%2f" in lowered or "%5c" in lowered or "%00" in lowered or lowered in ("%2e", "%2e%2e",
-                                                                             ".%2e", "%2e."):
-        raise AuthError("invalid room name")
-    if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in room):
-        raise AuthError("invalid room name")
-    return room
+    return validate_room_segment(path[1:], max_length=MAX_ROOM_LENGTH)
 
 
-async def allow_everyone(path: str, query: str, headers: Headers) -> Grant:
-    """The gate of a server without authentication: everyone may read and write."""
-    return Grant(room_from_path(path), can_write=True)
+class Gate:
+    """Decides on upgrades (:meth:`admit`) and re-checks open connections (:meth:`recheck`)."""
+
+    async def admit(self, path: str, query: str, headers: Headers) -> Grant:
+        raise NotImplementedError
+
+    async def recheck(self, grant: Grant) -> Grant:
+        """The grant's access now. AuthError: revoked. Unknown (outage): the grant as it was."""
+        return grant
+
+
+class OpenGate(Gate):
+    """No authentication: everyone may read and write every room."""
+
+    async def admit(self, path: str, query: str, headers: Headers) -> Grant:
+        return Grant(room=room_from_path(path), user_id="", can_write=True, subprotocol=None,
+                     exp_ms=None)
+
+
+class TokenGate(Gate):
+    """y-redis authentication: a JWT (subprotocol ``yauth-<token>`` or ``?yauth=``) and the
+    permission callback ``GET <AUTH_PERM_CALLBACK>/<room>/<yuserid>``."""
+
+    def __init__(self, config: Config, http: httpx.AsyncClient, public_key: PublicKey) -> None:
+        self._auth = config.auth
+        self._http = http
+        self._public_key = public_key
+
+    async def admit(self, path: str, query: str, headers: Headers) -> Grant:
+        if not path.startswith("/"):
+            raise AuthError("no room in the path")
+        subprotocols = [item.strip() for value in headers.get_all("Sec-WebSocket-Protocol")
+                        for item in value.split(",") if item.strip()]
+        return await authorize(
+            room_segment=path[1:],
+            subprotocols=subprotocols,
+            query=query,
+            public_key=self._public_key,
+            client=self._http,
+            callback_url=self._auth.perm_callback,
+            permission_timeout=self._auth.perm_timeout,
+            max_token_length=self._auth.token_max_length,
+            max_room_length=MAX_ROOM_LENGTH,
+        )
+
+    async def recheck(self, grant: Grant) -> Grant:
+        access = await check_permission(self._http, self._auth.perm_callback, grant.room,
+                                        grant.user_id, self._auth.perm_timeout)
+        if access.can_write == grant.can_write:
+            return grant
+        return Grant(room=grant.room, user_id=grant.user_id, can_write=access.can_write,
+                     subprotocol=grant.subprotocol, exp_ms=grant.exp_ms)
 
 
 @asynccontextmanager
@@ -68,6 +106,12 @@ async def open_gate(config: Config) -> AsyncIterator[Gate]:
     if not config.auth.public_key:
         log.warning("authentication is OFF: anyone who can reach this server may read and write "
                     "every document (set AUTH_PUBLIC_KEY and AUTH_PERM_CALLBACK to require tokens)")
-        yield allow_everyone
+        yield OpenGate()
         return
-    raise AuthError("token authentication is not wired in yet")  # replaced by the auth issue
+    public_key = load_public_key(config.auth.public_key, setting="auth.public_key "
+                                                                 "(AUTH_PUBLIC_KEY)")
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+    async with httpx.AsyncClient(timeout=config.auth.perm_timeout, limits=limits) as http:
+        log.info("authentication on: tokens verified with AUTH_PUBLIC_KEY, permissions from %s",
+                 config.auth.perm_callback)
+        yield TokenGate(config, http, public_key)

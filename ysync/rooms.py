@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from anyio.abc import TaskGroup
 
 from ysync.docs import LoadedDoc, load_doc
+from ysync.metrics import Metrics
 from ysync.protocol import encode_sync_step2
 from ysync.storage.base import Storage
 from ysync.streams import INDEX_DOC
@@ -58,13 +59,13 @@ class DocLoader:
     """
 
     def __init__(self, task_group: TaskGroup, client: aioredis.Redis, storage: Storage,
-                 prefix: str) -> None:
+                 prefix: str, metrics: Metrics | None = None) -> None:
         self._tg = task_group
         self._client = client
         self._storage = storage
         self._prefix = prefix
         self._flights: dict[str, _Flight] = {}
-        self.loads = 0  # documents actually loaded, for metrics and tests
+        self._metrics = metrics
 
     async def load(self, room: str) -> JoinDoc:
         flight = self._flights.get(room)
@@ -80,7 +81,8 @@ class DocLoader:
     async def _run(self, room: str, flight: _Flight) -> None:
         try:
             loaded = await load_doc(self._client, self._storage, self._prefix, room, INDEX_DOC)
-            self.loads += 1
+            if self._metrics is not None:
+                self._metrics.doc_loads.inc()
             flight.result = JoinDoc(loaded)
         except Exception as exc:  # handed to every waiter, which logs it with its context
             flight.error = exc

@@ -26,11 +26,14 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from ysync.auth import PermissionUnavailable
 from ysync.bus import Bus
 from ysync.config import Config
 from ysync.connection import Connection
+from ysync.control import listen_for_commands, room_matches
 from ysync.errors import AuthError, BusError, ProtocolError, UpdateFormatError, YsyncError
 from ysync.gate import Gate, Grant, open_gate
+from ysync.metrics import CONTENT_TYPE, Metrics
 from ysync.protocol import (
     AwarenessMessage,
     QueryAwareness,
@@ -40,6 +43,7 @@ from ysync.protocol import (
     awareness_disconnect_message,
     decode_awareness,
     decode_message,
+    encode_auth_denied,
     encode_awareness,
     encode_awareness_entries,
     encode_sync_step1,
@@ -52,6 +56,8 @@ log = logging.getLogger(__name__)
 
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_UNSUPPORTED_DATA = 1003
+#: In y-websocket's "do not reconnect" range 4400-4499 (mirrors HTTP 403).
+CLOSE_PERMISSION_REVOKED = 4403
 
 
 @dataclass(slots=True)
@@ -70,8 +76,9 @@ class SyncHandler:
     """Handles HTTP requests and WebSocket connections for one server process."""
 
     def __init__(self, config: Config, client: aioredis.Redis, bus: Bus, loader: DocLoader,
-                 gate: Gate) -> None:
+                 gate: Gate, metrics: Metrics) -> None:
         self._config = config
+        self.metrics = metrics
         self._client = client
         self._bus = bus
         self._loader = loader
@@ -79,6 +86,8 @@ class SyncHandler:
         self._scripts = Scripts(client, config.redis.prefix)
         self._grants: dict[ServerConnection, Grant] = {}
         self.connections: set[Connection] = set()
+        metrics.bind_gauges(lambda: len(self.connections), lambda: len(bus.rooms),
+                            lambda: sum(c.queued_bytes for c in self.connections))
 
     # --- HTTP --------------------------------------------------------------------------------
 
@@ -86,11 +95,18 @@ class SyncHandler:
         path, _, query = request.path.partition("?")
         if path == "/healthz":
             return await self._health(ws)
+        if path == "/metrics":
+            response = ws.respond(HTTPStatus.OK, "")
+            response.body = self.metrics.render()
+            response.headers["Content-Type"] = CONTENT_TYPE
+            response.headers["Content-Length"] = str(len(response.body))
+            return response
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return ws.respond(HTTPStatus.NOT_FOUND, "not found\n")
         try:
-            grant = await self._gate(path, query, request.headers)
+            grant = await self._gate.admit(path, query, request.headers)
         except AuthError as exc:
+            self.metrics.refused.inc()
             log.info("refused %s: %s", _safe_path(path), exc.reason)
             return ws.respond(HTTPStatus.UNAUTHORIZED, f"unauthorized: {exc.reason}\n")
         self._grants[ws] = grant
@@ -116,14 +132,16 @@ class SyncHandler:
 
     async def handle(self, ws: ServerConnection) -> None:
         grant = self._grants.pop(ws)
-        conn = Connection(ws, grant.room, can_write=grant.can_write, user_id=grant.user_id,
-                          send_buffer_limit=self._config.server.send_buffer_limit)
+        conn = Connection(ws, grant, send_buffer_limit=self._config.server.send_buffer_limit,
+                          metrics=self.metrics)
         stream_key = room_stream_key(self._config.redis.prefix, grant.room)
         self._bus.subscribe(stream_key, conn)
         self.connections.add(conn)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(conn.write_loop)
+                if self._config.auth.recheck_interval > 0:
+                    tg.start_soon(self._recheck_loop, conn)
                 await self._serve(conn, stream_key)
                 if conn.closing:
                     # we are closing it (protocol error, slow client): let the writer finish
@@ -155,6 +173,7 @@ class SyncHandler:
                 if isinstance(data, str):
                     raise ProtocolError("text frames are not part of the protocol")
                 message = decode_message(data)
+                self.metrics.messages_in.labels(type(message).__name__).inc()
                 if isinstance(message, SyncStep1):
                     if pending is None or time.monotonic() > pending_until:
                         pending = await self._loader.load(conn.room)
@@ -184,18 +203,57 @@ class SyncHandler:
                 # a read-only client's presence stays local, but it must hear back from the
                 # server or y-websocket reconnects after 30 s of silence
                 conn.deliver(data)
+                self.metrics.messages_dropped.inc()
                 return
         elif not conn.can_write:
+            self.metrics.messages_dropped.inc()
             return
         elif isinstance(message, SyncStep2):
             if len(data) < 4:
+                self.metrics.messages_dropped.inc()
                 return  # carries nothing (y-redis does not store it either)
             data = b"\x00\x02" + data[2:]
         try:
             await self._scripts.append(stream_key, data)
+            self.metrics.messages_appended.inc()
         except BusError as exc:
             log.error("room %s: could not store a message: %s", conn.room, exc)
             conn.close(1011, "storage unavailable")
+
+    async def _recheck_loop(self, conn: Connection) -> None:
+        """Re-asks the permission callback every ``auth.recheck_interval`` seconds."""
+        while not conn.closing:
+            await anyio.sleep(self._config.auth.recheck_interval)
+            try:
+                grant = await self._gate.recheck(conn.grant)
+            except PermissionUnavailable as exc:
+                log.warning("room %s: permission re-check for user %r gave no answer (%s); "
+                            "keeping the access it had", conn.room, conn.grant.user_id, exc.reason)
+                continue
+            except AuthError as exc:
+                log.info("room %s: access of user %r revoked (%s)", conn.room,
+                         conn.grant.user_id, exc.reason)
+                self.revoke(conn)
+                return
+            if grant.can_write != conn.can_write:
+                log.info("room %s: user %r is now %s", conn.room, grant.user_id,
+                         "read-write" if grant.can_write else "read-only")
+                conn.grant = grant
+
+    def revoke(self, conn: Connection) -> None:
+        """Tell the client its permission is gone, then close it so that it does not return."""
+        conn.close(CLOSE_PERMISSION_REVOKED, "permission revoked",
+                   after=encode_auth_denied("permission revoked"))
+
+    def kick(self, room: str, user_id: str | None) -> int:
+        """Revoke every local connection of ``room`` (of ``user_id`` only, if given)."""
+        kicked = 0
+        for conn in list(self.connections):
+            if room_matches(conn.room, room) and (user_id is None
+                                                  or conn.grant.user_id == user_id):
+                self.revoke(conn)
+                kicked += 1
+        return kicked
 
     async def _say_goodbye(self, conn: Connection, stream_key: str) -> None:
         if conn.awareness_id is None or not conn.can_write:
@@ -254,11 +312,13 @@ async def run_server(config: Config, *, storage: Storage | None = None,
         if gate is None:
             gate = await stack.enter_async_context(open_gate(config))
         async with anyio.create_task_group() as tg:
+            metrics = Metrics()
             bus = Bus(reader, client, block_ms=config.redis.read_block,
-                      count=config.redis.read_count)
+                      count=config.redis.read_count, metrics=metrics)
             tg.start_soon(bus.run)
-            loader = DocLoader(tg, client, storage, config.redis.prefix)
-            handler = SyncHandler(config, client, bus, loader, gate)
+            loader = DocLoader(tg, client, storage, config.redis.prefix, metrics)
+            handler = SyncHandler(config, client, bus, loader, gate, metrics)
+            tg.start_soon(listen_for_commands, client, config.redis.prefix, handler)
             if config.run_worker:
                 from workers.compactor import Worker
 

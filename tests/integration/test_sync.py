@@ -162,7 +162,7 @@ async def test_document_of_several_megabytes(
 
     await wait_until(reader_has_it, 60, "the reader to receive 4 MiB", interval=0.2)
     await clients.open("late", a.url, "big")
-    await clients.synced("late", timeout=60)
+    await clients.synced("late", within=60)
     assert await clients.call("textLength", name="late") == size
     writer_state = await clients.call("stateV1", name="writer")
     late_state = await clients.call("stateV1", name="late")

@@ -1,0 +1,51 @@
+"""Prometheus metrics, served at ``GET /metrics`` by every server process.
+
+Counters are incremented on the paths they describe; gauges are read when scraped, from the
+live objects, so they can never drift from the truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    """The metrics of one server process (its own registry, so tests can run several)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.messages_in = Counter("ysync_messages_received", "messages received from clients",
+                                   ["type"], registry=r)
+        self.messages_appended = Counter("ysync_messages_appended",
+                                         "messages appended to room streams", registry=r)
+        self.messages_dropped = Counter("ysync_messages_dropped",
+                                        "client messages dropped (read-only or empty)",
+                                        registry=r)
+        self.frames_out = Counter("ysync_frames_sent", "messages queued to clients", registry=r)
+        self.bytes_out = Counter("ysync_bytes_sent", "bytes queued to clients", registry=r)
+        self.read_batches = Counter("ysync_stream_reads", "XREAD results handled", registry=r)
+        self.doc_loads = Counter("ysync_doc_loads", "documents loaded for joining clients",
+                                 registry=r)
+        self.closed = Counter("ysync_connections_closed_by_server",
+                              "connections the server closed", ["reason"], registry=r)
+        self.refused = Counter("ysync_upgrades_refused", "WebSocket upgrades refused (401)",
+                               registry=r)
+        self.connections = Gauge("ysync_connections", "open client connections", registry=r)
+        self.rooms = Gauge("ysync_rooms", "rooms with local connections", registry=r)
+        self.queued = Gauge("ysync_send_queue_bytes", "bytes waiting in client send queues",
+                            registry=r)
+
+    def bind_gauges(self, connections: Callable[[], int], rooms: Callable[[], int],
+                    queued: Callable[[], int]) -> None:
+        self.connections.set_function(connections)
+        self.rooms.set_function(rooms)
+        self.queued.set_function(queued)
+
+    def render(self) -> bytes:
+        return bytes(generate_latest(self.registry))
