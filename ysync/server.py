@@ -28,7 +28,7 @@ from websockets.typing import Subprotocol
 
 from ysync.auth import PermissionUnavailable
 from ysync.bus import Bus
-from ysync.config import Config
+from ysync.config import Config, redact_url
 from ysync.connection import Connection
 from ysync.control import listen_for_commands, room_matches
 from ysync.errors import AuthError, BusError, ProtocolError, UpdateFormatError, YsyncError
@@ -96,11 +96,10 @@ class SyncHandler:
         if path == "/healthz":
             return await self._health(ws)
         if path == "/metrics":
-            response = ws.respond(HTTPStatus.OK, "")
-            response.body = self.metrics.render()
-            response.headers["Content-Type"] = CONTENT_TYPE
-            response.headers["Content-Length"] = str(len(response.body))
-            return response
+            body = self.metrics.render()
+            headers = Headers([("Content-Type", CONTENT_TYPE),
+                               ("Content-Length", str(len(body)))])
+            return Response(HTTPStatus.OK, "OK", headers, body)
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return ws.respond(HTTPStatus.NOT_FOUND, "not found\n")
         try:
@@ -308,7 +307,7 @@ async def run_server(config: Config, *, storage: Storage | None = None,
             await client.ping()
             await ensure_worker_group(client, config.redis.prefix)
         except (redis_errors.RedisError, OSError) as exc:
-            raise BusError(f"cannot reach Redis at {_redact(redis_url)}: {exc}") from exc
+            raise BusError(f"cannot reach Redis at {redact_url(redis_url)}: {exc}") from exc
         if gate is None:
             gate = await stack.enter_async_context(open_gate(config))
         async with anyio.create_task_group() as tg:
@@ -328,7 +327,7 @@ async def run_server(config: Config, *, storage: Storage | None = None,
             try:
                 port = _bound_port(server)
                 log.info("ysync listening on ws://%s:%d/<room> (redis %s, storage %s)",
-                         config.server.host, port, _redact(redis_url), config.storage_kind)
+                         config.server.host, port, redact_url(redis_url), config.storage_kind)
                 yield RunningServer(port, config.server.host, redis_url, bus, loader, handler)
             finally:
                 server.close(close_connections=True)
@@ -365,13 +364,6 @@ def _bound_port(server: Server) -> int:
     for sock in server.sockets:
         return int(sock.getsockname()[1])
     raise YsyncError("the server is not listening on any socket")
-
-
-def _redact(url: str) -> str:
-    if "@" in url:
-        scheme, _, rest = url.partition("://")
-        return f"{scheme}://***@{rest.rpartition('@')[2]}"
-    return url
 
 
 __all__ = ["Grant", "Headers", "RunningServer", "SyncHandler", "run_server"]
