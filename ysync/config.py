@@ -223,6 +223,8 @@ def _convert(name: str, source: str, raw: Any, kind: type[Any], f: dataclasses.F
             raise ConfigError(f"{where}: expected a string, got {shown}")
         value = raw
         choices = f.metadata["choices"]
+        if name == "log.level" and raw.strip() == "*":
+            raw = "debug"  # y-redis's LOG is a module pattern; "*" (its template) = log all
         if choices:
             value = raw.strip().lower()
             if value not in choices:
@@ -283,7 +285,7 @@ def load_config(
                 raw, source = overrides[name], "command line"
             else:
                 for env in env_names(section, f.name, f):
-                    if env in environ:
+                    if environ.get(env, "") != "":  # empty means unset, as for y-redis
                         raw, source = environ[env], f"environment {env}"
                         break
                 else:
@@ -294,6 +296,11 @@ def load_config(
         sections[section] = cls(**values)
     config = Config(**sections)
     _check_consistency(config)
+    if environ.get("S3_ENDPOINT") and config.storage.kind == "auto":
+        raise ConfigError(
+            "S3_ENDPOINT is set: y-redis would keep documents in S3, which ysync does not "
+            "support; choose ysync's storage explicitly (YSYNC_STORAGE_KIND=gcs, postgres, "
+            "filesystem or memory) so that both servers use the same one")
     return config
 
 

@@ -32,6 +32,7 @@ class SyncType(IntEnum):
 
 
 _MAX_VARUINT_BYTES = 8  # lib0 numbers are at most 53 bits: 8 bytes of 7 bits are enough
+_MAX_SAFE_INTEGER = 2**53 - 1  # JavaScript's Number.MAX_SAFE_INTEGER
 
 
 # --- lib0 primitives ---------------------------------------------------------------------------
@@ -49,6 +50,8 @@ def read_var_uint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
         pos += 1
         value |= (byte & 0x7F) << shift
         if byte < 0x80:
+            if value > _MAX_SAFE_INTEGER:  # 8 bytes hold 56 bits
+                raise ProtocolError("varuint longer than 53 bits")
             return value, pos
         shift += 7
     raise ProtocolError("varuint longer than 53 bits")
@@ -263,15 +266,20 @@ def merge_awareness(states: dict[int, AwarenessEntry], entries: Iterable[Awarene
 def merge_stream_messages(messages: Sequence[bytes]) -> MergedBatch:
     """Merge stream entries into one sync-update message and one awareness message.
 
-    A single valid message is passed through as it is (no decode, no re-encode). Updates are
-    merged with Yjs's update merge; awareness entries keep the newest clock per client. Entries
-    that are not update or awareness messages, or whose update cannot be decoded, are skipped.
+    A single valid message is passed through as it is (its framing is checked; its update is
+    neither decoded nor re-encoded). Updates are merged with Yjs's update merge; awareness
+    entries keep the newest clock per client. Entries that are not update or awareness messages,
+    or whose update cannot be decoded, are skipped and counted.
     """
     if len(messages) == 1:
         only = messages[0]
-        if only[:2] == b"\x00\x02":
+        try:
+            message = decode_message(only)
+        except ProtocolError:
+            return MergedBatch(None, None, 1)
+        if isinstance(message, SyncUpdate):
             return MergedBatch(only, None, 0)
-        if only[:1] == b"\x01":
+        if isinstance(message, AwarenessMessage):
             return MergedBatch(None, only, 0)
     updates: list[bytes] = []
     states: dict[int, AwarenessEntry] = {}
@@ -291,11 +299,25 @@ def merge_stream_messages(messages: Sequence[bytes]) -> MergedBatch:
     if len(updates) == 1:
         update_message = encode_sync_update(updates[0])
     elif updates:
-        update_message = encode_sync_update(merge_updates_tolerant(updates))
+        merged, invalid = _merge_valid_updates(updates)
+        skipped += invalid
+        if merged is not None:
+            update_message = encode_sync_update(merged)
     awareness_message = None
     if states:
         awareness_message = encode_awareness(encode_awareness_entries(states.values()))
     return MergedBatch(update_message, awareness_message, skipped)
+
+
+def _merge_valid_updates(updates: Sequence[bytes]) -> tuple[bytes | None, int]:
+    """Merge the updates that decode; return (merged or None, number that did not decode)."""
+    try:
+        return bytes(pycrdt.merge_updates(*updates)), 0
+    except (ValueError, RuntimeError):
+        valid = [u for u in updates if is_valid_update(u)]
+    if len(valid) <= 1:
+        return (valid[0] if valid else None), len(updates) - len(valid)
+    return bytes(pycrdt.merge_updates(*valid)), len(updates) - len(valid)
 
 
 def merge_updates_tolerant(updates: Sequence[bytes]) -> bytes:

@@ -19,6 +19,8 @@ from ysync.errors import BusError
 
 _URI_SAFE = "-_.!~*'()"
 _STREAM_KEY = re.compile(r"^(.*):room:(.*):(.*)$", re.DOTALL)
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_STREAM_ID = re.compile(r"([0-9]+)(?:-([0-9]+))?")
 
 #: The doc id the WebSocket server uses for a room's main document.
 INDEX_DOC = "index"
@@ -31,8 +33,10 @@ def encode_uri_component(value: str) -> str:
 
 def decode_uri_component(value: str) -> str:
     """JavaScript's ``decodeURIComponent`` (invalid escapes raise ``ValueError``)."""
-    decoded = unquote(value, errors="strict")
-    return decoded
+    bad = _BAD_ESCAPE.search(value)
+    if bad is not None:  # unquote() would keep a "%" that is not followed by two hex digits
+        raise ValueError(f"invalid percent escape at position {bad.start()}")
+    return unquote(value, errors="strict")
 
 
 def room_stream_key(prefix: str, room: str, docid: str = INDEX_DOC) -> str:
@@ -65,12 +69,12 @@ class StreamId:
 
     @classmethod
     def parse(cls, raw: str | bytes) -> StreamId:
-        text = raw.decode() if isinstance(raw, bytes) else raw
-        ms, _, seq = text.partition("-")
-        try:
-            return cls(int(ms), int(seq or 0))
-        except ValueError as exc:
-            raise BusError(f"malformed stream id {text!r}") from exc
+        text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+        # int() alone would also take " 1", "+1", "1_0" and a negative sequence ("1--2")
+        match = _STREAM_ID.fullmatch(text)
+        if match is None:
+            raise BusError(f"malformed stream id {text!r}")
+        return cls(int(match.group(1)), int(match.group(2) or 0))
 
     def __str__(self) -> str:
         return f"{self.ms}-{self.seq}"
