@@ -114,23 +114,59 @@ def build_doc(snapshot_v1: bytes | None, messages: Sequence[bytes]) -> tuple[
     return doc, awareness, bool(changes), skipped
 
 
-async def load_doc(
+@dataclass(frozen=True, slots=True)
+class DocSources:
+    """What a document is made of: its stored snapshot (v2, merged) and its stream messages."""
+
+    messages: list[bytes]
+    last_id: StreamId
+    snapshot_v2: bytes | None
+    references: tuple[str, ...]
+
+
+async def read_doc_sources(
     client: aioredis.Redis, storage: Storage, prefix: str, room: str, docid: str
-) -> LoadedDoc:
-    """Load (room, docid): the stream is read BEFORE storage, so that a compaction running in
+) -> DocSources:
+    """Read (room, docid). The stream is read BEFORE storage, so that a compaction running in
     between can only make storage newer, never lose what the stream held."""
     messages, last_id = await read_whole_stream(client, room_stream_key(prefix, room, docid))
     stored = await storage.retrieve_doc(room, docid)
-    snapshot_v2 = stored.update_v2 if stored is not None else None
-    references = stored.references if stored is not None else ()
+    if stored is None:
+        return DocSources(messages, last_id, None, ())
+    return DocSources(messages, last_id, stored.update_v2, stored.references)
 
-    def build() -> tuple[pycrdt.Doc[Any], dict[int, AwarenessEntry], bool, int]:
-        snapshot_v1 = None
-        if snapshot_v2 is not None:
-            from ysync.updates import v2_to_v1
 
-            snapshot_v1 = v2_to_v1(snapshot_v2)
-        return build_doc(snapshot_v1, messages)
+def build_from_sources(sources: DocSources) -> tuple[
+    pycrdt.Doc[Any], dict[int, AwarenessEntry], bool, int
+]:
+    """:func:`build_doc` of the sources (the snapshot converted from v2). CPU-bound."""
+    snapshot_v1 = None
+    if sources.snapshot_v2 is not None:
+        from ysync.updates import v2_to_v1
 
-    doc, awareness, changed, skipped = await anyio.to_thread.run_sync(build)
-    return LoadedDoc(doc, awareness, last_id, references, changed, skipped)
+        snapshot_v1 = v2_to_v1(sources.snapshot_v2)
+    return build_doc(snapshot_v1, sources.messages)
+
+
+def compact_sources(sources: DocSources) -> bytes | None:
+    """The whole document as a v2 snapshot if the stream added anything, else ``None``.
+
+    Pure and CPU-bound: the worker runs it in a separate process, so that compacting a large
+    document never holds the event loop of a server running the worker in-process.
+    """
+    from ysync.updates import v1_to_v2
+
+    doc, _awareness, changed, _skipped = build_from_sources(sources)
+    if not changed:
+        return None
+    return bytes(v1_to_v2(bytes(doc.get_update())))
+
+
+async def load_doc(
+    client: aioredis.Redis, storage: Storage, prefix: str, room: str, docid: str
+) -> LoadedDoc:
+    """Load (room, docid) into a document (built in a worker thread)."""
+    sources = await read_doc_sources(client, storage, prefix, room, docid)
+    doc, awareness, changed, skipped = await anyio.to_thread.run_sync(
+        build_from_sources, sources)
+    return LoadedDoc(doc, awareness, sources.last_id, sources.references, changed, skipped)

@@ -1,6 +1,13 @@
-"""Snapshot storage: the contract (:mod:`ysync.storage.base`) and its backends."""
+"""Snapshot storage: the contract (:mod:`ysync.storage.base`) and its backends.
+
+:func:`open_storage` opens the backend a configuration names. The GCS and PostgreSQL backends
+(:mod:`ysync.storage.gcs`, :mod:`ysync.storage.postgres`) are imported only when used, since
+their client libraries are optional dependencies.
+"""
 
 from ysync.storage.base import Storage, StoredDoc
+from ysync.storage.factory import open_storage
+from ysync.storage.filesystem import FilesystemStorage
 from ysync.storage.memory import MemoryStorage
 
-__all__ = ["MemoryStorage", "Storage", "StoredDoc"]
+__all__ = ["FilesystemStorage", "MemoryStorage", "Storage", "StoredDoc", "open_storage"]

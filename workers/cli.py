@@ -1,0 +1,127 @@
+"""``ysync-worker``: the compaction worker as a command.
+
+Continuous by default (like y-redis's ``bin/worker.js``); ``--once`` processes every due task and
+exits, for cron and Kubernetes CronJobs. SIGTERM or SIGINT lets the tasks in hand finish, then
+exits 0; a second signal stops at once.
+
+Exit status: 0 done; 1 a task or Redis/storage failed (``--once``) or a start-up error; 2 bad
+configuration (e.g. no Redis URL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import anyio
+import redis.asyncio as aioredis
+
+from workers.compactor import Worker
+from ysync.config import Config, load_config
+from ysync.errors import ConfigError, YsyncError
+from ysync.storage.factory import open_storage
+
+log = logging.getLogger("ysync.worker")
+
+_DESCRIPTION = """\
+Compact ysync / y-redis room streams into storage snapshots (the y-redis worker).
+
+Continuous (default): claim tasks as they become due, forever; run one or more next to the
+servers. SIGTERM or SIGINT finishes the tasks in hand and exits 0.
+
+--once: process every task that is due now, then exit 0 (1 if any task failed). Run it from
+cron or a Kubernetes CronJob, e.g. every minute:
+    * * * * *  REDIS=redis://redis:6379 POSTGRES=postgres://... ysync-worker --once
+
+Settings come from the config file (--config, $YSYNC_CONFIG or ./config.toml) and the
+environment: REDIS (required), REDIS_PREFIX, REDIS_TASK_DEBOUNCE, REDIS_MIN_MESSAGE_LIFETIME,
+POSTGRES, YDOC_UPDATE_CALLBACK, LOG, and YSYNC_<SECTION>_<KEY> for every setting
+(e.g. YSYNC_STORAGE_KIND=gcs YSYNC_STORAGE_GCS_BUCKET=my-bucket). See docs/worker.md.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ysync-worker", description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", metavar="PATH",
+                        help="TOML configuration file (default: $YSYNC_CONFIG, ./config.toml)")
+    parser.add_argument("--once", action="store_true",
+                        help="process every due task, then exit (cron style)")
+    parser.add_argument("--consumer", metavar="NAME",
+                        help="consumer name in the worker group (default: a random UUID)")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                        help="overrides log.level / LOG")
+    return parser
+
+
+async def run_worker(config: Config, *, once: bool, consumer: str | None = None) -> int:
+    """Run the worker until done (``once``) or a signal; return the exit status."""
+    client = aioredis.Redis.from_url(
+        config.redis.url, socket_timeout=config.redis.timeout,
+        socket_connect_timeout=config.redis.timeout)
+    try:
+        async with open_storage(config) as storage:
+            if config.storage_kind == "memory":
+                log.warning("ATTENTION! using the in-memory store: snapshots are lost when "
+                            "this process exits (set POSTGRES or YSYNC_STORAGE_KIND)")
+            worker = Worker(client, storage, config, consumer)
+            error: YsyncError | None = None
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_stop_on_signal, worker, tg.cancel_scope)
+                try:
+                    await worker.run(once=once)
+                except YsyncError as exc:
+                    error = exc  # raised below, not wrapped in the task group's ExceptionGroup
+                finally:
+                    tg.cancel_scope.cancel()
+            if error is not None:
+                raise error
+    finally:
+        await client.aclose()
+    return 1 if once and worker.failures else 0
+
+
+async def _stop_on_signal(worker: Worker, scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            if worker.stopping:
+                log.warning("second %s: stopping now", signal.Signals(signum).name)
+                scope.cancel()
+                return
+            log.info("%s: finishing the tasks in hand, then exiting",
+                     signal.Signals(signum).name)
+            worker.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``ysync-worker``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        overrides = {"log.level": args.log_level}
+        config = load_config(args.config, overrides=overrides)
+        if not config.redis.url:
+            raise ConfigError(
+                "ysync-worker needs a Redis URL: set REDIS (or redis.url in the config file), "
+                "e.g. REDIS=redis://localhost:6379. (Without Redis, `ysync serve` runs the "
+                "worker in-process with its embedded Redis.)")
+    except ConfigError as exc:
+        print(f"ysync-worker: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=config.log.level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return anyio.run(lambda: run_worker(config, once=args.once, consumer=args.consumer))
+    except ConfigError as exc:
+        print(f"ysync-worker: {exc}", file=sys.stderr)
+        return 2
+    except YsyncError as exc:
+        print(f"ysync-worker: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

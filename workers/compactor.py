@@ -1,0 +1,305 @@
+"""The compaction worker (spec section 5, y-redis ``src/api.js`` ``consumeWorkerQueue``).
+
+Each room stream has one task in the worker queue ``<prefix>:worker``, owned by the consumer
+``pending`` until it has been idle for ``redis.task_debounce`` ms; then a worker claims it with
+XAUTOCLAIM and
+
+* if the stream is empty: deletes the stream (if still empty) and the task, in one MULTI;
+* else: loads snapshot + stream; if the stream added anything, calls the update callback,
+  persists the whole document as a new v2 snapshot and, once that succeeded, deletes the
+  snapshots it merged; then, in one MULTI, trims the stream to ``lastId -
+  redis.min_message_lifetime``, re-queues the task (claimed by ``pending`` again) and deletes
+  the claimed one.
+
+Nothing is trimmed before it is persisted, and a snapshot is only deleted by the worker that
+merged it into a newer persisted one, so any number of workers (ysync's and y-redis's) can share
+a queue: a crash or a race costs at most a duplicate snapshot or a duplicate task, never data.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_process
+import redis.asyncio as aioredis
+import redis.exceptions as redis_errors
+
+from workers.callback import send_update
+from ysync.config import Config
+from ysync.docs import compact_sources, read_doc_sources
+from ysync.errors import BusError, YsyncError
+from ysync.storage.base import Storage
+from ysync.streams import (
+    Scripts,
+    StreamId,
+    ensure_worker_group,
+    parse_room_stream_key,
+    worker_stream_key,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: The consumer that owns a task while it waits (y-redis's name; part of the wire contract).
+PENDING_CONSUMER = "pending"
+#: XREADGROUP COUNT when re-queueing, as y-redis.
+_REQUEUE_READ_COUNT = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One entry of the worker queue: compact ``stream_key``."""
+
+    id: StreamId
+    stream_key: str
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def parse_tasks(entries: Sequence[Any]) -> list[Task]:
+    """Tasks from XAUTOCLAIM/XCLAIM entries ``(id, {field: value})``.
+
+    Entries deleted meanwhile (``None``, or without ``compact``) are skipped, as y-redis does.
+    """
+    tasks = []
+    for entry in entries:
+        if not entry:
+            continue
+        entry_id, fields = entry
+        if not fields:
+            continue
+        stream = fields.get(b"compact", fields.get("compact"))
+        if stream:
+            tasks.append(Task(StreamId.parse(entry_id), _text(stream)))
+    return tasks
+
+
+def trim_min_id(last_id: StreamId, task_id: StreamId, min_message_lifetime: int) -> int:
+    """XTRIM MINID: ``max(ms of the last stream entry, ms of the task) - lifetime`` (>= 0)."""
+    return max(0, max(last_id.ms, task_id.ms) - min_message_lifetime)
+
+
+class Worker:
+    """Compacts room streams of ``config.redis.prefix`` into ``storage``.
+
+    ``client`` must return bytes (``decode_responses=False``). ``consumer`` names this worker in
+    the consumer group; by default a random UUID, like y-redis's workers.
+    """
+
+    def __init__(self, client: aioredis.Redis, storage: Storage, config: Config,
+                 consumer: str | None = None) -> None:
+        self.client = client
+        self.storage = storage
+        self.config = config
+        self.prefix = config.redis.prefix
+        self.queue = worker_stream_key(self.prefix)
+        self.consumer = consumer or str(uuid.uuid4())
+        #: tasks that failed (logged and left pending for a later retry) since start
+        self.failures = 0
+        #: tasks handled (compacted or removed) since start
+        self.completed = 0
+        self._scripts = Scripts(client, self.prefix)
+        self._group_ready = False
+        self._stopping = anyio.Event()
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return once the tasks in hand are finished."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def _redis(self, what: str, command: Awaitable[T]) -> T:
+        try:
+            with anyio.fail_after(self.config.redis.timeout):
+                return await command
+        except TimeoutError as exc:
+            raise BusError(f"{what}: no answer from Redis within "
+                           f"{self.config.redis.timeout} s") from exc
+        except redis_errors.RedisError as exc:
+            raise BusError(f"{what} failed: {exc}") from exc
+
+    async def _ensure_group(self) -> None:
+        if not self._group_ready:
+            await ensure_worker_group(self.client, self.prefix)
+            self._group_ready = True
+
+    async def process_due_tasks(self) -> int:
+        """One round: XAUTOCLAIM up to ``worker.try_claim_count`` tasks idle for at least
+        ``redis.task_debounce`` ms and process them concurrently. Returns the number claimed.
+
+        A task that fails is logged, counted in :attr:`failures` and stays pending: it is
+        claimed again (by any worker) after the debounce.
+        """
+        await self._ensure_group()
+        reply = await self._redis("claiming tasks", self.client.xautoclaim(
+            self.queue, self.queue, self.consumer,
+            min_idle_time=self.config.redis.task_debounce, start_id="0",
+            count=self.config.worker.try_claim_count))
+        tasks = parse_tasks(reply[1])
+        await self._process(tasks)
+        return len(tasks)
+
+    async def process_tasks_due_before(self, end: StreamId) -> int:
+        """Process every task created before ``end`` that is due; return how many.
+
+        Tasks are listed with XPENDING (IDLE ``task_debounce``) and taken with XCLAIM (same
+        min-idle, so two workers never both get one), so the tasks this run re-queues are not
+        touched again: a ``--once`` run ends even with a zero debounce.
+        """
+        await self._ensure_group()
+        total = 0
+        cursor = "-"
+        debounce = self.config.redis.task_debounce
+        while not self.stopping:
+            pending = await self._redis("listing due tasks", self.client.xpending_range(
+                self.queue, self.queue, min=cursor, max=f"({end}",
+                count=self.config.worker.try_claim_count, idle=debounce))
+            if not pending:
+                break
+            ids: list[Any] = [entry["message_id"] for entry in pending]
+            claimed = await self._redis("claiming tasks", self.client.xclaim(
+                self.queue, self.queue, self.consumer, min_idle_time=debounce,
+                message_ids=ids))
+            tasks = parse_tasks(claimed)
+            await self._process(tasks)
+            total += len(tasks)
+            cursor = f"({StreamId.parse(ids[-1])}"
+        return total
+
+    async def run(self, *, once: bool = False) -> None:
+        """Process tasks until :meth:`stop` (continuous), or every due task then return (once).
+
+        Continuous: a round that claims nothing is followed by ``worker.idle_wait`` seconds of
+        rest; a failing round (Redis down) is logged and retried after the same rest. Once:
+        Redis errors propagate; failed tasks are counted in :attr:`failures`.
+        """
+        if once:
+            seconds, micros = await self._redis("reading the clock", self.client.time())
+            # every task made up to this millisecond (Redis's clock, as the task ids)
+            processed = await self.process_tasks_due_before(
+                StreamId(int(seconds) * 1000 + int(micros) // 1000 + 1))
+            log.info("worker %s: %d due task(s) processed, %d failed", self.consumer,
+                     processed, self.failures)
+            return
+        log.info("worker %s started on %s (debounce %d ms, min message lifetime %d ms)",
+                 self.consumer, self.queue, self.config.redis.task_debounce,
+                 self.config.redis.min_message_lifetime)
+        while not self.stopping:
+            try:
+                claimed = await self.process_due_tasks()
+            except YsyncError as exc:
+                log.error("worker %s: %s", self.consumer, exc)
+                claimed = 0
+            except Exception:
+                # a bug must not stop compaction for every document: log it whole, go on
+                log.exception("worker %s: unexpected error", self.consumer)
+                claimed = 0
+            if claimed == 0:
+                with anyio.move_on_after(self.config.worker.idle_wait):
+                    await self._stopping.wait()
+        log.info("worker %s stopped", self.consumer)
+
+    async def _process(self, tasks: Sequence[Task]) -> None:
+        if not tasks:
+            return
+        log.debug("worker %s accepted %d task(s)", self.consumer, len(tasks))
+        by_stream: dict[str, list[Task]] = {}
+        for task in tasks:
+            by_stream.setdefault(task.stream_key, []).append(task)
+        async with anyio.create_task_group() as tg:
+            for same_stream in by_stream.values():
+                tg.start_soon(self._process_stream, same_stream)
+
+    async def _process_stream(self, tasks: Sequence[Task]) -> None:
+        """Process the first task of a stream; drop its duplicates once that succeeded.
+
+        A stream can have two tasks (two workers raced, as y-redis warns); compacting it twice
+        at once would only write two snapshots. The one processed re-queues a task (or deletes
+        the empty stream), so the others are not needed; if it fails, they stay pending.
+        """
+        first, duplicates = tasks[0], tasks[1:]
+        try:
+            await self.compact(first)
+        except YsyncError as exc:
+            self.failures += 1
+            log.error("compacting %s (task %s) failed, it will be retried: %s",
+                      first.stream_key, first.id, exc)
+            return
+        self.completed += 1
+        if duplicates:
+            ids = [str(task.id) for task in duplicates]
+            try:
+                async def drop() -> None:
+                    async with self.client.pipeline(transaction=True) as pipe:
+                        pipe.xack(self.queue, self.queue, *ids)
+                        pipe.xdel(self.queue, *ids)
+                        await pipe.execute()
+
+                await self._redis("deleting duplicate tasks", drop())
+            except BusError as exc:
+                log.warning("%s: keeping duplicate task(s) %s: %s", first.stream_key, ids, exc)
+                return
+            self.completed += len(duplicates)
+            log.info("%s: dropped duplicate task(s) %s", first.stream_key, ids)
+
+    async def compact(self, task: Task) -> None:
+        """Handle one claimed task (the body of y-redis's loop). Raises YsyncError."""
+        key = task.stream_key
+        length = await self._redis(f"XLEN {key}", self.client.xlen(key))
+        if length == 0:
+            async def remove() -> None:
+                async with self.client.pipeline(transaction=True) as pipe:
+                    await self._scripts.delete_if_empty(key, pipe)
+                    pipe.xack(self.queue, self.queue, str(task.id))
+                    pipe.xdel(self.queue, str(task.id))
+                    await pipe.execute()
+
+            await self._redis(f"removing empty stream {key}", remove())
+            log.info("stream %s is empty: removed it and its task %s", key, task.id)
+            return
+        room, docid = parse_room_stream_key(self.prefix, key)
+        sources = await read_doc_sources(self.client, self.storage, self.prefix, room, docid)
+        snapshot = await anyio.to_process.run_sync(compact_sources, sources,
+                                                   cancellable=True)
+        if snapshot is not None:
+            if self.config.worker.update_callback:
+                await send_update(self.config.worker.update_callback, room, snapshot,
+                                  call_timeout=self.config.worker.callback_timeout)
+            await self.storage.persist_doc(room, docid, snapshot)
+            if sources.references:
+                try:
+                    await self.storage.delete_references(room, docid, sources.references)
+                except YsyncError as exc:
+                    # the new snapshot contains them: they only cost space until the next run
+                    log.warning("%s: deleting merged snapshots %s failed: %s", key,
+                                list(sources.references), exc)
+        min_id = trim_min_id(sources.last_id, task.id, self.config.redis.min_message_lifetime)
+
+        async def trim_and_requeue() -> None:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.xtrim(key, minid=min_id, approximate=False)
+                pipe.xadd(self.queue, {"compact": key})
+                pipe.xreadgroup(self.queue, PENDING_CONSUMER, {self.queue: ">"},
+                                count=_REQUEUE_READ_COUNT)
+                pipe.xack(self.queue, self.queue, str(task.id))
+                pipe.xdel(self.queue, str(task.id))
+                await pipe.execute()
+
+        await self._redis(f"trimming {key}", trim_and_requeue())
+        if snapshot is not None:
+            log.info("compacted %s (task %s): persisted %d bytes, replaced %d snapshot(s) %s, "
+                     "trimmed below %d", key, task.id, len(snapshot), len(sources.references),
+                     list(sources.references), min_id)
+        else:
+            log.info("compacted %s (task %s): nothing new to persist, trimmed below %d",
+                     key, task.id, min_id)

@@ -1,0 +1,199 @@
+"""Snapshots as Google Cloud Storage objects, named like y-redis's S3 objects (spec section 6).
+
+A snapshot of (room, docid) is the object ``<prefix><encodeURIComponent(room)>/
+<encodeURIComponent(docid)>/<uuid v4>`` whose body is a v2 update; the reference is the whole
+object name. ``prefix`` is optional; a non-empty one is used as a folder (a ``/`` is added if it
+lacks one).
+
+Credentials come from the standard application-default chain (``GOOGLE_APPLICATION_CREDENTIALS``,
+``gcloud auth application-default login``, the metadata server). When ``STORAGE_EMULATOR_HOST``
+is set the client talks to that emulator without credentials. The google-cloud-storage client
+blocks, so every call runs in a worker thread under a timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+from google.api_core import exceptions as gexc
+from google.auth import exceptions as auth_exc
+from google.cloud import storage as gcs  # type: ignore[import-untyped]
+from google.cloud.storage.retry import DEFAULT_RETRY  # type: ignore[import-untyped]
+
+from ysync.errors import StorageError
+from ysync.storage.base import Storage, StoredDoc, merge_snapshots
+from ysync.streams import encode_uri_component
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# requests' errors (the HTTP layer) derive from OSError
+_ERRORS = (gexc.GoogleAPIError, auth_exc.GoogleAuthError, OSError, ValueError)
+#: Parallel downloads of one document's snapshots.
+_DOWNLOADS = 8
+#: Listings of one document tried while concurrent workers replace its snapshots.
+_READ_ATTEMPTS = 5
+
+
+def object_prefix(prefix: str, room: str, docid: str) -> str:
+    """``<prefix><encodeURIComponent(room)>/<encodeURIComponent(docid)>/``."""
+    return f"{prefix}{encode_uri_component(room)}/{encode_uri_component(docid)}/"
+
+
+class GcsStorage(Storage):
+    """Snapshots in a GCS bucket. Create it with :meth:`open`."""
+
+    def __init__(self, client: gcs.Client, bucket: str, prefix: str = "", *,
+                 timeout: float = 30.0) -> None:
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        self._client = client
+        self._bucket = client.bucket(bucket)
+        self.bucket_name = bucket
+        self.prefix = prefix
+        self.timeout = timeout
+        # the client's own retries stop within our timeout, so no abandoned thread lingers
+        self._retry = DEFAULT_RETRY.with_timeout(timeout)
+        self._limiter = anyio.CapacityLimiter(_DOWNLOADS)
+
+    @classmethod
+    async def open(cls, bucket: str, prefix: str = "", *,
+                   call_timeout: float = 30.0) -> GcsStorage:
+        """Create the client (application-default credentials) and check the bucket exists.
+
+        ``call_timeout``: seconds for one storage call, kept for the storage's lifetime.
+        """
+        timeout = call_timeout
+        try:
+            with anyio.fail_after(timeout):
+                client = await anyio.to_thread.run_sync(
+                    lambda: gcs.Client(project=None), abandon_on_cancel=True)
+        except TimeoutError as exc:
+            raise StorageError(f"gcs storage: creating the client timed out after {timeout} s") \
+                from exc
+        except _ERRORS as exc:
+            raise StorageError(f"gcs storage: cannot create a client: {exc}") from exc
+        store = cls(client, bucket, prefix, timeout=timeout)
+        try:
+            exists = await store._call(f"checking bucket {bucket}", lambda: store._bucket.exists(
+                timeout=timeout, retry=store._retry))
+        except StorageError:
+            await store.aclose()
+            raise
+        if not exists:
+            await store.aclose()
+            raise StorageError(f"gcs storage: bucket {bucket!r} does not exist")
+        return store
+
+    async def _call(self, what: str, func: Callable[[], T]) -> T:
+        try:
+            with anyio.fail_after(self.timeout):
+                return await anyio.to_thread.run_sync(func, abandon_on_cancel=True,
+                                                      limiter=self._limiter)
+        except TimeoutError as exc:
+            raise StorageError(f"gcs storage: {what} timed out after {self.timeout} s") from exc
+        except _ERRORS as exc:
+            raise StorageError(f"gcs storage: {what} failed: {exc}") from exc
+
+    async def retrieve_doc(self, room: str, docid: str) -> StoredDoc | None:
+        folder = self.prefix + object_prefix("", room, docid)
+        for _ in range(_READ_ATTEMPTS):
+            names = await self._list(folder)
+            if not names:
+                return None
+            bodies = await self._download(names)
+            if len(bodies) < len(names):
+                # deleted after the listing by a worker that had persisted a newer snapshot
+                # containing it: list again to find that one
+                continue
+            merged = await self._call(
+                "merging snapshots", partial(merge_snapshots, [bodies[name] for name in names]))
+            return StoredDoc(merged, tuple(names))
+        raise StorageError(f"gcs storage: snapshots under gs://{self.bucket_name}/{folder} kept "
+                           f"vanishing while being read ({_READ_ATTEMPTS} attempts)")
+
+    async def _list(self, folder: str) -> list[str]:
+        def list_names() -> list[str]:
+            blobs: Any = self._client.list_blobs(self._bucket, prefix=folder,
+                                                 timeout=self.timeout, retry=self._retry)
+            return sorted(blob.name for blob in blobs)
+
+        return await self._call(f"listing gs://{self.bucket_name}/{folder}", list_names)
+
+    async def _download(self, names: Sequence[str]) -> dict[str, bytes]:
+        """The bodies of ``names`` (those that still exist), downloaded in parallel."""
+        found: dict[str, bytes] = {}
+        errors: list[StorageError] = []
+
+        async def download(name: str) -> None:
+            def get() -> bytes | None:
+                try:
+                    body: bytes = self._bucket.blob(name).download_as_bytes(
+                        timeout=self.timeout, retry=self._retry)
+                    return body
+                except gexc.NotFound:
+                    return None
+
+            try:
+                body = await self._call(f"reading gs://{self.bucket_name}/{name}", get)
+            except StorageError as exc:
+                errors.append(exc)
+                return
+            if body is not None:
+                found[name] = body
+
+        async with anyio.create_task_group() as tg:
+            for name in names:
+                tg.start_soon(download, name)
+        if errors:
+            raise errors[0]
+        return found
+
+    async def persist_doc(self, room: str, docid: str, update_v2: bytes) -> None:
+        name = f"{self.prefix}{object_prefix('', room, docid)}{uuid.uuid4()}"
+        data = bytes(update_v2)
+
+        def upload() -> None:
+            # if_generation_match=0: create only; makes the upload safe for the client to retry
+            self._bucket.blob(name).upload_from_string(
+                data, content_type="application/octet-stream", if_generation_match=0,
+                timeout=self.timeout, retry=self._retry)
+
+        await self._call(f"writing gs://{self.bucket_name}/{name}", upload)
+        log.debug("persisted gs://%s/%s (%d bytes)", self.bucket_name, name, len(data))
+
+    async def delete_references(self, room: str, docid: str, references: Sequence[str]) -> None:
+        folder = self.prefix + object_prefix("", room, docid)
+        names = [r for r in references if r.startswith(folder) and "/" not in r[len(folder):]]
+        for ignored in set(references) - set(names):
+            log.warning("ignoring reference %r: not a snapshot of %r/%r", ignored, room, docid)
+
+        errors: list[StorageError] = []
+
+        async def delete(name: str) -> None:
+            def remove() -> None:
+                try:
+                    self._bucket.blob(name).delete(timeout=self.timeout, retry=self._retry)
+                except gexc.NotFound:
+                    pass  # already deleted by a concurrent worker: the goal is reached
+
+            try:
+                await self._call(f"deleting gs://{self.bucket_name}/{name}", remove)
+            except StorageError as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for name in names:
+                tg.start_soon(delete, name)
+        if errors:
+            raise errors[0]
+
+    async def aclose(self) -> None:
+        await anyio.to_thread.run_sync(self._client.close)
