@@ -71,3 +71,41 @@ async def test_updates_survive_sigkill_and_clean_stop(tmp_path: Path, node_dir: 
         finally:
             assert await server.stop(signal.SIGINT) == 0
     assert not alive(pid), "a clean stop stops the embedded redis-server too"
+
+
+async def test_in_process_worker_persists_to_the_filesystem(tmp_path: Path,
+                                                             node_dir: Path) -> None:
+    data_dir = tmp_path / "data"
+    snapshots = data_dir / "storage" / "persisted%2520room" / "index"
+    async with NodeClients(node_dir) as clients:
+        server = await ServerProcess(embedded_env(data_dir)).start()
+        try:
+            await clients.open("w", server.url, "persisted room")
+            await clients.synced("w")
+            await clients.call("insertText", name="w", text="kept by the worker")
+            await clients.call("arrayPush", name="w", values=[1, 2, 3])
+
+            async def snapshot_written() -> bool:
+                return snapshots.is_dir() and any(
+                    not p.name.startswith(".") for p in snapshots.iterdir())
+
+            await wait_until(snapshot_written, 20, "the in-process worker to write a snapshot")
+            await clients.call("close", name="w")
+        finally:
+            assert await server.stop() == 0
+        # lose Redis entirely: what the worker persisted must be enough
+        for leftover in (data_dir / "redis").iterdir():
+            if leftover.is_dir():
+                for item in leftover.iterdir():
+                    item.unlink()
+                leftover.rmdir()
+            else:
+                leftover.unlink()
+        server = await ServerProcess(embedded_env(data_dir)).start()
+        try:
+            await clients.open("r", server.url, "persisted room")
+            await clients.synced("r")
+            state = await clients.get("r")
+            assert state["text"] == "kept by the worker" and state["arr"] == [1, 2, 3]
+        finally:
+            assert await server.stop() == 0
