@@ -4,7 +4,8 @@ The folder is ``$YSYNC_NODE_CACHE`` (default ``~/.cache/ysync-node``) plus a has
 ``tests/node/package.json``, so a changed package list installs afresh and an unchanged one is
 installed once per machine. Node scripts of the tests live in ``tests/node/``; they find the
 packages because they are copied next to the installed ``node_modules`` (ES modules ignore
-``NODE_PATH``) and run from there.
+``NODE_PATH``) and run from there. Another folder with its own ``package.json`` and scripts
+(``tests/browser``) is installed the same way with ``install(folder)``.
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ def node_available() -> bool:
     return shutil.which("node") is not None and shutil.which("npm") is not None
 
 
-def install() -> Path:
-    """Install (once) and return the folder holding ``node_modules`` and the test scripts."""
-    manifest = (NODE_DIR / "package.json").read_bytes()
+def install(folder: Path = NODE_DIR) -> Path:
+    """Install (once) and return the folder holding ``node_modules`` and the test scripts.
+
+    ``folder`` holds the ``package.json`` and the ``*.mjs`` scripts (default ``tests/node``).
+    """
+    manifest = (folder / "package.json").read_bytes()
     digest = hashlib.sha256(manifest).hexdigest()[:16]
     root = Path(os.environ.get("YSYNC_NODE_CACHE", Path.home() / ".cache" / "ysync-node"))
     target = root / digest
@@ -42,6 +46,6 @@ def install() -> Path:
             )
             (target / "node_modules" / ".ysync-complete").write_text("ok")
         # scripts change more often than packages: always copy the current ones
-        for script in NODE_DIR.glob("*.mjs"):
+        for script in folder.glob("*.mjs"):
             shutil.copyfile(script, target / script.name)
     return target

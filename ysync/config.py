@@ -64,6 +64,9 @@ class RedisConfig:
     read_count: int = _setting(1000, minimum=1, maximum=100_000,
                                help="entries one XREAD reads per stream at most")
     timeout: float = _setting(10.0, minimum=0.1, help="seconds for one Redis command")
+    max_connections: int = _setting(32, minimum=2, maximum=10_000,
+                                    help="pooled Redis connections per process (commands wait "
+                                         "for a free one); the stream reader has its own")
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from ysync.appender import Appender
 from ysync.auth import PermissionUnavailable
 from ysync.bus import Bus
 from ysync.config import Config, redact_url
@@ -50,7 +51,7 @@ from ysync.protocol import (
 )
 from ysync.rooms import DocLoader, JoinDoc
 from ysync.storage.base import Storage
-from ysync.streams import Scripts, ensure_worker_group, room_stream_key
+from ysync.streams import ensure_worker_group, room_stream_key
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +77,14 @@ class SyncHandler:
     """Handles HTTP requests and WebSocket connections for one server process."""
 
     def __init__(self, config: Config, client: aioredis.Redis, bus: Bus, loader: DocLoader,
-                 gate: Gate, metrics: Metrics) -> None:
+                 gate: Gate, metrics: Metrics, appender: Appender) -> None:
         self._config = config
         self.metrics = metrics
         self._client = client
         self._bus = bus
         self._loader = loader
         self._gate = gate
-        self._scripts = Scripts(client, config.redis.prefix)
+        self._appender = appender
         self._grants: dict[ServerConnection, Grant] = {}
         self.connections: set[Connection] = set()
         metrics.bind_gauges(lambda: len(self.connections), lambda: len(bus.rooms),
@@ -213,7 +214,7 @@ class SyncHandler:
                 return  # carries nothing (y-redis does not store it either)
             data = b"\x00\x02" + data[2:]
         try:
-            await self._scripts.append(stream_key, data)
+            await self._appender.append(stream_key, data)
             self.metrics.messages_appended.inc()
         except BusError as exc:
             log.error("room %s: could not store a message: %s", conn.room, exc)
@@ -260,7 +261,7 @@ class SyncHandler:
         message = awareness_disconnect_message(conn.awareness_id, conn.awareness_clock)
         with anyio.CancelScope(shield=True), anyio.move_on_after(self._config.redis.timeout):
             try:
-                await self._scripts.append(stream_key, message)
+                await self._appender.append(stream_key, message)
             except BusError as exc:
                 log.warning("room %s: could not announce a disconnect: %s", conn.room, exc)
 
@@ -271,13 +272,17 @@ def _safe_path(path: str) -> str:
 
 def _redis_client(url: str, config: Config, *, blocking: bool = False) -> aioredis.Redis:
     timeout = config.redis.timeout + (config.redis.read_block / 1000 if blocking else 0)
-    return aioredis.Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=config.redis.timeout,
-        single_connection_client=blocking,
-        health_check_interval=30,
-    )
+    if blocking:
+        return aioredis.Redis.from_url(url, socket_timeout=timeout,
+                                       socket_connect_timeout=config.redis.timeout,
+                                       single_connection_client=True, health_check_interval=30)
+    # a bounded pool that makes a burst wait for a connection (up to the command timeout)
+    # instead of failing with "Too many connections"
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=config.redis.max_connections, timeout=config.redis.timeout,
+        socket_timeout=timeout, socket_connect_timeout=config.redis.timeout,
+        health_check_interval=30)
+    return aioredis.Redis(connection_pool=pool, auto_close_connection_pool=True)
 
 
 @asynccontextmanager
@@ -316,7 +321,9 @@ async def run_server(config: Config, *, storage: Storage | None = None,
                       count=config.redis.read_count, metrics=metrics)
             tg.start_soon(bus.run)
             loader = DocLoader(tg, client, storage, config.redis.prefix, metrics)
-            handler = SyncHandler(config, client, bus, loader, gate, metrics)
+            appender = Appender(client, config.redis.prefix, timeout=config.redis.timeout)
+            tg.start_soon(appender.run)
+            handler = SyncHandler(config, client, bus, loader, gate, metrics, appender)
             tg.start_soon(listen_for_commands, client, config.redis.prefix, handler)
             if config.run_worker:
                 from workers.compactor import Worker

@@ -115,6 +115,10 @@ class Scripts:
         except redis_errors.RedisError as exc:
             raise BusError(f"appending to {stream_key} failed: {exc}") from exc
 
+    async def queue_append(self, pipe: Any, stream_key: str, message: bytes) -> None:
+        """Queue an append in a pipeline (the pipeline loads the script if Redis lacks it)."""
+        await self._append(keys=[stream_key], args=[message], client=pipe)
+
     def delete_if_empty(self, stream_key: str, pipe: Any = None) -> Any:
         """Delete the stream if it has no entries (in ``pipe`` if given)."""
         return self._delete_if_empty(keys=[stream_key], client=pipe)

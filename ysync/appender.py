@@ -1,0 +1,71 @@
+"""Appending client messages to room streams, many per Redis round trip.
+
+Every client message that changes state is appended with y-redis's Lua script. Sending one
+EVALSHA per message would cost one round trip and one pooled connection each; instead the
+messages that arrive while a batch is in flight are sent together as the next pipeline. A
+connection awaits its own append before reading its next message, so each client's messages
+keep their order, and the number waiting is bounded by the number of connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import anyio
+import redis.asyncio as aioredis
+import redis.exceptions as redis_errors
+
+from ysync.errors import BusError
+from ysync.streams import Scripts
+
+log = logging.getLogger(__name__)
+
+#: Appends sent in one pipeline at most.
+MAX_BATCH = 512
+
+
+class Appender:
+    """Batches appends into pipelines; :meth:`run` must be running (in the server's task group)."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str, *, timeout: float) -> None:
+        self._client = client
+        self._scripts = Scripts(client, prefix)
+        self._timeout = timeout
+        self._pending: list[tuple[str, bytes, asyncio.Future[None]]] = []
+        self._wakeup = anyio.Event()
+
+    async def append(self, stream_key: str, message: bytes) -> None:
+        """Append one message to a room stream; raises BusError if Redis refused or failed."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((stream_key, message, done))
+        self._wakeup.set()
+        await done
+
+    async def run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = anyio.Event()
+            while self._pending:
+                batch = self._pending[:MAX_BATCH]
+                del self._pending[:MAX_BATCH]
+                await self._send(batch)
+
+    async def _send(self, batch: list[tuple[str, bytes, asyncio.Future[None]]]) -> None:
+        results: list[object]
+        try:
+            with anyio.fail_after(self._timeout):
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for stream_key, message, _done in batch:
+                        await self._scripts.queue_append(pipe, stream_key, message)
+                    results = await pipe.execute(raise_on_error=False)
+        except (redis_errors.RedisError, OSError, TimeoutError) as exc:
+            log.error("appending %d messages failed: %s", len(batch), exc)
+            results = [exc] * len(batch)
+        for (stream_key, _message, done), result in zip(batch, results, strict=True):
+            if done.done():
+                continue  # the connection went away meanwhile
+            if isinstance(result, BaseException):
+                done.set_exception(BusError(f"appending to {stream_key} failed: {result}"))
+            else:
+                done.set_result(None)
