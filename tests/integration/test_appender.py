@@ -1,0 +1,61 @@
+"""The appender batches appends into pipelines without reordering a connection's messages."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+import redis.asyncio as aioredis
+
+from ysync.appender import Appender
+from ysync.errors import BusError
+from ysync.streams import ensure_worker_group, worker_stream_key
+
+pytestmark = [pytest.mark.anyio]
+
+
+async def test_concurrent_appends_keep_each_senders_order(redis_url: str, prefix: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await ensure_worker_group(client, prefix)
+        appender = Appender(client, prefix, timeout=10)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(appender.run)
+
+            async def sender(n: int) -> None:
+                for i in range(50):
+                    await appender.append(f"{prefix}:room:r{n % 5}:index", f"{n}:{i}".encode())
+
+            async with anyio.create_task_group() as senders:
+                for n in range(40):
+                    senders.start_soon(sender, n)
+            tg.cancel_scope.cancel()
+        seen: dict[int, list[int]] = {}
+        for room in range(5):
+            for _id, fields in await client.xrange(f"{prefix}:room:r{room}:index"):
+                n, i = map(int, fields[b"m"].split(b":"))
+                seen.setdefault(n, []).append(i)
+        assert seen == {n: list(range(50)) for n in range(40)}
+        tasks = await client.xrange(worker_stream_key(prefix))
+        assert sorted(f[b"compact"] for _i, f in tasks) == sorted(
+            f"{prefix}:room:r{r}:index".encode() for r in range(5))
+    finally:
+        await client.aclose()
+
+
+async def test_a_failed_append_raises_bus_error_for_its_sender_only(
+    redis_url: str, prefix: str
+) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await ensure_worker_group(client, prefix)
+        await client.set(f"{prefix}:room:notastream:index", b"x")  # XADD on it fails
+        appender = Appender(client, prefix, timeout=10)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(appender.run)
+            with pytest.raises(BusError):
+                await appender.append(f"{prefix}:room:notastream:index", b"m")
+            await appender.append(f"{prefix}:room:fine:index", b"m")
+            tg.cancel_scope.cancel()
+        assert await client.xlen(f"{prefix}:room:fine:index") == 1
+    finally:
+        await client.aclose()
