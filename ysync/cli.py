@@ -57,7 +57,8 @@ def _build_parser() -> argparse.ArgumentParser:
     doc = commands.add_parser("doc", help="inspect documents").add_subparsers(
         dest="doc_command", metavar="ACTION", required=True)
     show = doc.add_parser("show", help="print a document (persisted + pending) as JSON")
-    show.add_argument("room", help="the room, as it appears in the WebSocket URL path")
+    show.add_argument("room", help="the room, as the client names it or as it appears in the "
+                                   "WebSocket URL path (my room = my%%20room)")
     show.add_argument("--docid", default="index", help="doc id (default: index)")
     _add_setting_flags(show)
 
@@ -132,26 +133,39 @@ def _print_config(config: Config) -> None:
 
 
 async def _doc_show(config: Config, room: str, docid: str) -> None:
+    import redis.asyncio as aioredis
+
+    from ysync.embedded import redis_for_operator
+    from ysync.gate import room_as_sent
     from ysync.ops import show_doc
 
-    print(json.dumps(await show_doc(config, room, docid), indent=2, ensure_ascii=False))
+    async with redis_for_operator(config) as url:
+        client = aioredis.Redis.from_url(url, socket_timeout=config.redis.timeout)
+        try:
+            shown = await show_doc(config, room_as_sent(room), docid, client=client)
+        finally:
+            await client.aclose()
+    print(json.dumps(shown, indent=2, ensure_ascii=False))
 
 
 def _confirm_clean(config: Config, prefix: str) -> bool:
-    answer = input(f"Delete every key of prefix {prefix!r} in {config.redis.url}? [y/N] ")
+    where = config.redis.url or f"the embedded Redis of {config.embedded.data_dir}"
+    answer = input(f"Delete every key of prefix {prefix!r} in {where}? [y/N] ")
     return answer.strip().lower() in ("y", "yes")
 
 
 async def _redis_clean(config: Config, prefix: str) -> int:
     import redis.asyncio as aioredis
 
+    from ysync.embedded import redis_for_operator
     from ysync.ops import clean_prefix
 
-    client = aioredis.Redis.from_url(config.redis.url, socket_timeout=config.redis.timeout)
-    try:
-        count = await clean_prefix(client, prefix)
-    finally:
-        await client.aclose()
+    async with redis_for_operator(config) as url:
+        client = aioredis.Redis.from_url(url, socket_timeout=config.redis.timeout)
+        try:
+            count = await clean_prefix(client, prefix)
+        finally:
+            await client.aclose()
     print(f"deleted {count} keys")
     return 0
 
@@ -160,8 +174,14 @@ async def _kick(config: Config, room: str, user: str | None) -> int:
     import redis.asyncio as aioredis
 
     from ysync.control import publish_kick
+    from ysync.embedded import running_embedded_url
 
-    client = aioredis.Redis.from_url(config.redis.url, socket_timeout=config.redis.timeout)
+    url = config.redis.url or await running_embedded_url(config.embedded)
+    if url is None:
+        print("ysync kick: no REDIS configured and no ysync serve running on "
+              f"{config.embedded.data_dir}", file=sys.stderr)
+        return 2
+    client = aioredis.Redis.from_url(url, socket_timeout=config.redis.timeout)
     try:
         reached = await publish_kick(client, config.redis.prefix, room, user)
     finally:
@@ -202,18 +222,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not prefix:
                 print("ysync redis clean: --prefix is required", file=sys.stderr)
                 return 2
-            if not config.redis.url:
-                print("ysync redis clean needs a Redis URL (REDIS or --redis)", file=sys.stderr)
-                return 2
             if not args.yes and not _confirm_clean(config, prefix):
                 print("nothing deleted")
                 return 1
             return int(anyio.run(_redis_clean, config, prefix))
         elif args.command == "kick":
-            if not config.redis.url:
-                print("ysync kick needs the Redis URL the servers use (REDIS or --redis)",
-                      file=sys.stderr)
-                return 2
             return int(anyio.run(_kick, config, args.room, args.user))
         elif args.command == "token":
             return _token(config, args.user, args.ttl)

@@ -16,6 +16,8 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -23,7 +25,7 @@ import anyio
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 
-from ysync.config import EmbeddedConfig
+from ysync.config import Config, EmbeddedConfig
 from ysync.errors import EmbeddedRedisError
 
 log = logging.getLogger(__name__)
@@ -98,6 +100,7 @@ class EmbeddedRedis:
             raise EmbeddedRedisError(f"cannot start {args[0]}: {exc.strerror}") from exc
         url = f"unix://{socket_path}"
         await self._wait_ready(url)
+        await anyio.Path(self._dir / "redis.url").write_text(url + "\n")
         log.info("embedded Redis running (pid %d, data in %s)", self._proc.pid, self._dir)
         return url
 
@@ -162,5 +165,37 @@ class EmbeddedRedis:
                         tb: TracebackType | None) -> None:
         with anyio.CancelScope(shield=True):
             await self._stop()
+        await anyio.Path(self._dir / "redis.url").unlink(missing_ok=True)
         if self._socket_dir is not None:
             self._socket_dir.cleanup()
+
+
+async def running_embedded_url(config: EmbeddedConfig) -> str | None:
+    """The URL of the embedded Redis a running ``ysync serve`` uses on this data folder."""
+    try:
+        path = anyio.Path(config.data_dir) / "redis" / "redis.url"
+        url = (await path.read_text()).strip()
+    except OSError:
+        return None
+    client = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        return url if await client.ping() else None
+    except (redis_errors.RedisError, OSError):
+        return None
+    finally:
+        await client.aclose()
+
+
+@asynccontextmanager
+async def redis_for_operator(config: Config) -> AsyncIterator[str]:
+    """A Redis URL for an operator command: the configured one; else the embedded Redis of a
+    running ``ysync serve`` on the data folder; else the embedded Redis started for the command."""
+    if config.redis.url:
+        yield config.redis.url
+        return
+    url = await running_embedded_url(config.embedded)
+    if url is not None:
+        yield url
+        return
+    async with EmbeddedRedis(config.embedded) as started:
+        yield started

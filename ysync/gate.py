@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 #: Longest room name accepted, in UTF-8 bytes of the raw (still percent-encoded) path segment.
 MAX_ROOM_LENGTH = DEFAULT_MAX_ROOM_LENGTH
 
-__all__ = ["Gate", "Grant", "OpenGate", "TokenGate", "open_gate", "room_from_path"]
+__all__ = ["Gate", "Grant", "OpenGate", "TokenGate", "open_gate", "room_as_sent",
+           "room_from_path"]
 
 
 def room_from_path(path: str) -> str:
@@ -44,6 +45,26 @@ def room_from_path(path: str) -> str:
     if not path.startswith("/"):
         raise AuthError("no room in the path")
     return validate_room_segment(path[1:], max_length=MAX_ROOM_LENGTH)
+
+
+#: What a WHATWG URL parser percent-encodes in a path (besides C0 controls and non-ASCII).
+_PATH_PERCENT_ENCODE = frozenset(' "#<>?`{}')
+
+
+def room_as_sent(name: str) -> str:
+    """The path segment a y-websocket client sends for a room it calls ``name``.
+
+    The client does not encode the room; the URL parser percent-encodes what a path cannot hold
+    (``my room`` arrives as ``my%20room``), and ysync, like y-redis, names the room by that
+    segment. Operator commands use this so that either spelling finds the same room.
+    """
+    out = []
+    for ch in name:
+        if ord(ch) < 0x21 or ord(ch) > 0x7E or ch in _PATH_PERCENT_ENCODE:
+            out.extend(f"%{byte:02X}" for byte in ch.encode("utf-8"))
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 class Gate:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ysync.errors import AuthError
-from ysync.gate import MAX_ROOM_LENGTH, room_from_path
+from ysync.gate import MAX_ROOM_LENGTH, room_as_sent, room_from_path
 
 
 @pytest.mark.parametrize(
@@ -67,3 +67,15 @@ def test_room_is_the_raw_path_segment(room: str) -> None:
 def test_bad_room_is_refused(path: str) -> None:
     with pytest.raises(AuthError):
         room_from_path(path)
+
+
+@pytest.mark.parametrize(("name", "segment"), [
+    ("plain", "plain"),
+    ("compat late é", "compat%20late%20%C3%A9"),
+    ("compat%20late%20%C3%A9", "compat%20late%20%C3%A9"),
+    ('a"b<c>d`e{f}g', "a%22b%3Cc%3Ed%60e%7Bf%7Dg"),
+    ("emoji 😀", "emoji%20%F0%9F%98%80"),
+    ("keep-_.!~*'()&=+$,;:@", "keep-_.!~*'()&=+$,;:@"),
+])
+def test_room_as_sent_matches_the_url_parser(name: str, segment: str) -> None:
+    assert room_as_sent(name) == segment
