@@ -1,35 +1,60 @@
-"""One client connection: its bounded send queue and what it is allowed to do.
+"""One client connection: what it may do, and a send path that never blocks the sender.
 
-Messages for a client are queued without blocking (the stream reader must never wait for one
-slow socket) and written by the connection's own writer task. A queue above its byte limit means
-the client cannot keep up: it is disconnected instead of growing the server's memory.
+Every message for a client is handed over as a ready WebSocket frame (:func:`websocket_frame`;
+server frames are unmasked, so one frame serves every client of a room). While the client keeps
+up, the frame is written straight to its socket, with no task switch; once its socket pushes
+back, frames wait in a bounded queue that the connection's writer task drains. A client whose
+backlog exceeds ``server.send_buffer_limit`` cannot keep up and is disconnected (1013) instead
+of growing the server's memory.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from collections.abc import Iterator
 
-import anyio
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from ysync.auth import Grant
 from ysync.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-#: Messages larger than this are sent as fragments of this size, so that the socket's write
-#: buffer holds at most one fragment of a large document per client.
+#: Frames larger than this go through websockets as fragments of this size, so that a socket's
+#: write buffer holds at most about one fragment of a large document per client.
 FRAGMENT_SIZE = 256 * 1024
 
 #: WebSocket close code for a client that does not read fast enough (RFC 6455 "try again later").
 CLOSE_SLOW_CLIENT = 1013
 
 
+def websocket_frame(message: bytes) -> bytes:
+    """A final, unmasked binary WebSocket frame carrying ``message`` (RFC 6455 section 5.2)."""
+    size = len(message)
+    if size < 126:
+        return bytes((0x82, size)) + message
+    if size < 1 << 16:
+        return bytes((0x82, 126)) + size.to_bytes(2, "big") + message
+    return bytes((0x82, 127)) + size.to_bytes(8, "big") + message
+
+
+def frame_payload(frame: bytes) -> memoryview:
+    """The message inside a frame made by :func:`websocket_frame`."""
+    length = frame[1] & 0x7F
+    start = 2 if length < 126 else 4 if length == 126 else 10
+    return memoryview(frame)[start:]
+
+
 class Connection:
-    """A client of one room. ``deliver`` queues; :meth:`write_loop` sends."""
+    """A client of one room. :meth:`deliver` sends or queues; :meth:`write_loop` drains."""
+
+    __slots__ = ("_busy", "_close_with", "_closing", "_direct", "_limit", "_metrics", "_queue",
+                 "_queued_bytes", "_ready", "awareness_clock", "awareness_id", "closed", "grant",
+                 "ws")
 
     def __init__(self, ws: ServerConnection, grant: Grant, *, send_buffer_limit: int,
                  metrics: Metrics | None = None) -> None:
@@ -37,14 +62,17 @@ class Connection:
         self.grant = grant  # replaced when a permission re-check changes the access
         self.awareness_id: int | None = None
         self.awareness_clock = 0
+        self.closed = asyncio.Event()  # set when the writer has ended
         self._queue: deque[bytes] = deque()
         self._queued_bytes = 0
         self._limit = send_buffer_limit
-        self._ready = anyio.Event()
+        self._ready = asyncio.Event()
+        self._busy = False  # the writer is sending a frame (fragments must not be interleaved)
         self._closing = False
         self._close_with: tuple[int, str] | None = None
         self._metrics = metrics
-        self.closed = anyio.Event()  # set when the writer has ended
+        # frames can be written as they are unless an extension (compression) transforms them
+        self._direct = not ws.protocol.extensions
 
     @property
     def room(self) -> str:
@@ -63,23 +91,30 @@ class Connection:
         """True once the server decided to close this connection."""
         return self._closing
 
-    def deliver(self, message: bytes) -> None:
-        """Queue one encoded message (one WebSocket frame). Never blocks."""
+    def deliver(self, frame: bytes) -> None:
+        """Send one frame (from :func:`websocket_frame`) now if the socket takes it, else queue
+        it. Never blocks."""
         if self._closing:
             return
-        if self._queue and self._queued_bytes + len(message) > self._limit:
-            log.warning("room %s: client too slow (%d bytes queued), disconnecting",
-                        self.room, self._queued_bytes)
+        ws = self.ws
+        if (self._direct and not self._queue and not self._busy and not ws.paused
+                and len(frame) <= FRAGMENT_SIZE and ws.protocol.state is State.OPEN):
+            ws.transport.write(frame)
+            return
+        backlog = self._queued_bytes + ws.transport.get_write_buffer_size()
+        if self._queue and backlog + len(frame) > self._limit:
+            log.warning("room %s: client too slow (%d bytes waiting), disconnecting",
+                        self.room, backlog)
             self.close(CLOSE_SLOW_CLIENT, "client too slow")
             return
-        self._queue.append(message)
-        self._queued_bytes += len(message)
+        self._queue.append(frame)
+        self._queued_bytes += len(frame)
         self._ready.set()
 
     def close(self, code: int, reason: str, *, after: bytes | None = None) -> None:
-        """Stop queueing and let the writer close the WebSocket (the handler then ends).
+        """Stop sending and let the writer close the WebSocket (the handler then ends).
 
-        ``after``: one last message sent before the close frame (e.g. permission denied).
+        ``after``: one last frame sent before the close frame (e.g. permission denied).
         """
         if self._closing:
             return
@@ -87,27 +122,37 @@ class Connection:
         if self._metrics is not None:
             self._metrics.closed.labels(reason).inc()
         self._queue.clear()
+        self._queued_bytes = 0
         if after is not None:
             self._queue.append(after)
-        self._queued_bytes = 0
         self._close_with = (code, reason)
         self._ready.set()
 
     async def write_loop(self) -> None:
-        """Send queued messages until the connection closes."""
+        """Send queued frames, waiting for the socket to drain, until the connection closes."""
+        ws = self.ws
         try:
             while True:
                 await self._ready.wait()
-                self._ready = anyio.Event()
+                self._ready.clear()
                 while self._queue:
-                    message = self._queue.popleft()
-                    self._queued_bytes -= len(message)
-                    if len(message) > FRAGMENT_SIZE:
-                        await self.ws.send(_fragments(message))
-                    else:
-                        await self.ws.send(message)
+                    frame = self._queue.popleft()
+                    self._queued_bytes -= len(frame)
+                    self._busy = True
+                    try:
+                        if self._direct and len(frame) <= FRAGMENT_SIZE:
+                            await ws.drain()
+                            if ws.protocol.state is not State.OPEN:
+                                return
+                            ws.transport.write(frame)
+                        elif len(frame) <= FRAGMENT_SIZE:
+                            await ws.send(bytes(frame_payload(frame)))
+                        else:
+                            await ws.send(_fragments(frame_payload(frame)))
+                    finally:
+                        self._busy = False
                 if self._close_with is not None:
-                    await self.ws.close(*self._close_with)
+                    await ws.close(*self._close_with)
                     return
         except ConnectionClosed:
             return
@@ -115,7 +160,6 @@ class Connection:
             self.closed.set()
 
 
-def _fragments(message: bytes) -> Iterator[memoryview]:
-    view = memoryview(message)
-    for start in range(0, len(view), FRAGMENT_SIZE):
-        yield view[start:start + FRAGMENT_SIZE]
+def _fragments(payload: memoryview) -> Iterator[memoryview]:
+    for start in range(0, len(payload), FRAGMENT_SIZE):
+        yield payload[start:start + FRAGMENT_SIZE]

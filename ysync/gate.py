@@ -58,7 +58,7 @@ def room_as_sent(name: str) -> str:
     (``my room`` arrives as ``my%20room``), and ysync, like y-redis, names the room by that
     segment. Operator commands use this so that either spelling finds the same room.
     """
-    out = []
+    out: list[str] = []
     for ch in name:
         if ord(ch) < 0x21 or ord(ch) > 0x7E or ch in _PATH_PERCENT_ENCODE:
             out.extend(f"%{byte:02X}" for byte in ch.encode("utf-8"))

@@ -14,6 +14,7 @@ import anyio
 import redis.asyncio as aioredis
 from anyio.abc import TaskGroup
 
+from ysync.connection import websocket_frame
 from ysync.docs import LoadedDoc, load_doc
 from ysync.metrics import Metrics
 from ysync.protocol import encode_sync_step2
@@ -31,14 +32,14 @@ class JoinDoc:
     _step2_cache: dict[bytes, bytes] = field(default_factory=dict)
 
     def sync_step2(self, state_vector: bytes) -> bytes:
-        """The sync step 2 message answering ``state_vector``: only what that client lacks.
+        """The sync step 2 frame answering ``state_vector``: only what that client lacks.
 
         Answers for the same state vector (typically the empty one of fresh clients) are
         encoded once and shared.
         """
         cached = self._step2_cache.get(state_vector)
         if cached is None:
-            cached = encode_sync_step2(self.loaded.diff(state_vector))
+            cached = websocket_frame(encode_sync_step2(self.loaded.diff(state_vector)))
             if len(self._step2_cache) < 8:
                 self._step2_cache[state_vector] = cached
         return cached

@@ -30,7 +30,7 @@ from ysync.appender import Appender
 from ysync.auth import PermissionUnavailable
 from ysync.bus import Bus
 from ysync.config import Config, redact_url
-from ysync.connection import Connection
+from ysync.connection import Connection, websocket_frame
 from ysync.control import listen_for_commands, room_matches
 from ysync.errors import AuthError, BusError, ProtocolError, UpdateFormatError, YsyncError
 from ysync.gate import Gate, Grant, open_gate
@@ -56,6 +56,8 @@ from ysync.streams import ensure_worker_group, room_stream_key
 log = logging.getLogger(__name__)
 
 CLOSE_PROTOCOL_ERROR = 1002
+#: A Yjs v1 update with no structs and an empty delete set.
+EMPTY_UPDATE = b"\x00\x00"
 CLOSE_UNSUPPORTED_DATA = 1003
 #: In y-websocket's "do not reconnect" range 4400-4499 (mirrors HTTP 403).
 CLOSE_PERMISSION_REVOKED = 4403
@@ -161,10 +163,10 @@ class SyncHandler:
             conn.close(1011, "document unavailable")
             return
         self._bus.position_at(stream_key, joined.loaded.last_id)
-        conn.deliver(encode_sync_step1(joined.loaded.state_vector))
+        conn.deliver(websocket_frame(encode_sync_step1(joined.loaded.state_vector)))
         states = [s for s in joined.loaded.awareness.values() if s.state != "null"]
         if states:
-            conn.deliver(encode_awareness(encode_awareness_entries(states)))
+            conn.deliver(websocket_frame(encode_awareness(encode_awareness_entries(states))))
         pending: JoinDoc | None = joined
         pending_until = time.monotonic() + self._config.server.sync_timeout
         del joined
@@ -202,17 +204,16 @@ class SyncHandler:
             if not conn.can_write:
                 # a read-only client's presence stays local, but it must hear back from the
                 # server or y-websocket reconnects after 30 s of silence
-                conn.deliver(data)
+                conn.deliver(websocket_frame(data))
                 self.metrics.messages_dropped.inc()
                 return
-        elif not conn.can_write:
+        elif not conn.can_write or message.update == EMPTY_UPDATE:
+            # read-only; or an empty update (every client answers the server's sync step 1
+            # with one): storing and relaying it would change nothing any client sees
             self.metrics.messages_dropped.inc()
             return
         elif isinstance(message, SyncStep2):
-            if len(data) < 4:
-                self.metrics.messages_dropped.inc()
-                return  # carries nothing (y-redis does not store it either)
-            data = b"\x00\x02" + data[2:]
+            data = b"\x00\x02" + data[2:]  # stored as an update, as y-redis does
         try:
             await self._appender.append(stream_key, data)
             self.metrics.messages_appended.inc()
@@ -243,7 +244,7 @@ class SyncHandler:
     def revoke(self, conn: Connection) -> None:
         """Tell the client its permission is gone, then close it so that it does not return."""
         conn.close(CLOSE_PERMISSION_REVOKED, "permission revoked",
-                   after=encode_auth_denied("permission revoked"))
+                   after=websocket_frame(encode_auth_denied("permission revoked")))
 
     def kick(self, room: str, user_id: str | None) -> int:
         """Revoke every local connection of ``room`` (of ``user_id`` only, if given)."""

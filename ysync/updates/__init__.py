@@ -1,0 +1,29 @@
+"""Yjs update codec: v1 <-> v2 conversion, merging and state vectors of v2 updates.
+
+y-redis stores documents as Yjs **v2** updates while pycrdt reads and writes only v1; these
+functions translate between the two with the exact bytes Yjs (13.6) produces, so that a
+document written by one side is read unchanged by the other. Every function raises
+:class:`ysync.errors.UpdateFormatError` for bytes that are not a valid update in the expected
+encoding, and refuses inputs that would make it allocate or work far beyond their size.
+"""
+
+from __future__ import annotations
+
+from ysync.updates.merge import merge_v2, state_vector_from_v2
+from ysync.updates.structs import gc_paused
+from ysync.updates.v1 import decode_v1, encode_v1
+from ysync.updates.v2 import decode_v2, encode_v2
+
+__all__ = ["merge_v2", "state_vector_from_v2", "v1_to_v2", "v2_to_v1"]
+
+
+def v2_to_v1(update: bytes) -> bytes:
+    """Convert a v2 update to v1, byte for byte as ``Y.convertUpdateFormatV2ToV1``."""
+    with gc_paused():
+        return encode_v1(decode_v2(bytes(update)))
+
+
+def v1_to_v2(update: bytes) -> bytes:
+    """Convert a v1 update to v2, byte for byte as ``Y.convertUpdateFormatV1ToV2``."""
+    with gc_paused():
+        return encode_v2(decode_v1(bytes(update)))
