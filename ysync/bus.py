@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Protocol, cast
 
@@ -55,7 +56,8 @@ class Bus:
     """Reads every locally subscribed room stream with one blocking XREAD at a time."""
 
     def __init__(self, reader: aioredis.Redis, control: aioredis.Redis, *,
-                 block_ms: int = 1000, count: int = 1000, metrics: Metrics | None = None) -> None:
+                 block_ms: int = 1000, count: int = 1000, interval_ms: float = 0.0,
+                 metrics: Metrics | None = None) -> None:
         """``reader`` must be a single-connection client used by nothing else (it blocks);
         ``control`` is the shared client, used to interrupt a blocked read."""
         self._reader = reader
@@ -68,6 +70,8 @@ class Bus:
         self._generation = 0  # bumped whenever a room starts being read
         self._reading_generation: int | None = None  # generation of the XREAD in flight
         self._metrics = metrics
+        self._interval = interval_ms / 1000
+        self._last_read = 0.0
 
     @property
     def rooms(self) -> dict[str, RoomSubscription]:
@@ -140,6 +144,9 @@ class Bus:
     async def _read_once(self) -> None:
         if self._reader_id is None:
             self._reader_id = int(await self._reader.client_id())
+        wait = self._last_read + self._interval - time.monotonic()
+        if wait > 0:
+            await anyio.sleep(wait)  # let more messages gather: fewer, fuller reads
         generation = self._generation
         keys: list[bytes] = []
         ids: list[bytes] = []
@@ -152,6 +159,7 @@ class Bus:
             with anyio.move_on_after(self._block_ms / 1000):
                 await self._changed.wait()
             return
+        self._last_read = time.monotonic()
         self._reading_generation = generation
         try:
             # the raw command with pre-encoded keys and ids: rebuilding XREAD's arguments

@@ -11,16 +11,18 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import anyio
 
 from ysync import __version__
 from ysync.config import Config, env_names, load_config, redact_url, settings
-from ysync.errors import YsyncError
+from ysync.errors import ConfigError, YsyncError
 
 log = logging.getLogger("ysync")
+
+T = TypeVar("T")
 
 _ALIASES = {"server.host": ["--host"], "server.port": ["--port"], "redis.url": ["--redis"],
             "redis.prefix": ["--prefix"], "embedded.data_dir": ["--data-dir"],
@@ -120,6 +122,22 @@ async def _serve(config: Config) -> None:
         tg.cancel_scope.cancel()
 
 
+def run_async(config: Config, func: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """``anyio.run`` on the event loop ``server.event_loop`` asks for."""
+    choice = config.server.event_loop
+    use_uvloop = False
+    if choice != "asyncio":
+        try:
+            import uvloop  # noqa: F401 - only checking that it is there
+        except ImportError:
+            if choice == "uvloop":
+                raise ConfigError("setting server.event_loop: uvloop is not installed "
+                                  "(pip install uvloop)") from None
+        else:
+            use_uvloop = True
+    return anyio.run(func, *args, backend_options={"use_uvloop": use_uvloop})
+
+
 def _print_config(config: Config) -> None:
     out: dict[str, dict[str, Any]] = {}
     for section, key, f, _kind in settings():
@@ -212,11 +230,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = _config_from(args)
         _setup_logging(config)
         if args.command == "serve":
-            anyio.run(_serve, config)
+            run_async(config, _serve, config)
         elif args.command == "config":
             _print_config(config)
         elif args.command == "doc":
-            anyio.run(_doc_show, config, args.room, args.docid)
+            run_async(config, _doc_show, config, args.room, args.docid)
         elif args.command == "redis":
             prefix = vars(args)["redis.prefix"]
             if not prefix:
@@ -225,9 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.yes and not _confirm_clean(config, prefix):
                 print("nothing deleted")
                 return 1
-            return int(anyio.run(_redis_clean, config, prefix))
+            return run_async(config, _redis_clean, config, prefix)
         elif args.command == "kick":
-            return int(anyio.run(_kick, config, args.room, args.user))
+            return run_async(config, _kick, config, args.room, args.user)
         elif args.command == "token":
             return _token(config, args.user, args.ttl)
     except YsyncError as exc:

@@ -48,6 +48,8 @@ class ServerConfig:
     shutdown_timeout: float = _setting(10.0, minimum=0.0,
                                        help="seconds a clean stop waits for connections to close")
     compression: bool = _setting(False, help="negotiate permessage-deflate with clients")
+    event_loop: str = _setting("auto", choices=("auto", "uvloop", "asyncio"),
+                               help="auto: uvloop where it is installed, else asyncio")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,10 @@ class RedisConfig:
                                help="ms one XREAD BLOCK waits for new entries")
     read_count: int = _setting(1000, minimum=1, maximum=100_000,
                                help="entries one XREAD reads per stream at most")
+    read_interval: float = _setting(2.0, minimum=0.0, maximum=1000.0,
+                                    help="ms at least between the starts of two XREADs: a "
+                                         "busy server merges more messages per read, at "
+                                         "most this much later (0 = read again at once)")
     timeout: float = _setting(10.0, minimum=0.1, help="seconds for one Redis command")
     max_connections: int = _setting(32, minimum=2, maximum=10_000,
                                     help="pooled Redis connections per process (commands wait "

@@ -319,7 +319,8 @@ async def run_server(config: Config, *, storage: Storage | None = None,
         async with anyio.create_task_group() as tg:
             metrics = Metrics()
             bus = Bus(reader, client, block_ms=config.redis.read_block,
-                      count=config.redis.read_count, metrics=metrics)
+                      count=config.redis.read_count, interval_ms=config.redis.read_interval,
+                      metrics=metrics)
             tg.start_soon(bus.run)
             loader = DocLoader(tg, client, storage, config.redis.prefix, metrics)
             appender = Appender(client, config.redis.prefix, timeout=config.redis.timeout)
