@@ -134,6 +134,11 @@ class SyncHandler:
 
     async def handle(self, ws: ServerConnection) -> None:
         grant = self._grants.pop(ws)
+        # the handshake is over: its headers would only cost memory for the connection's life
+        # (the request object itself must stay: websockets tells frames from it by its presence)
+        for message in (ws.request, ws.response):
+            if message is not None:
+                message.headers = Headers()
         conn = Connection(ws, grant, send_buffer_limit=self._config.server.send_buffer_limit,
                           metrics=self.metrics)
         stream_key = room_stream_key(self._config.redis.prefix, grant.room)

@@ -9,7 +9,8 @@ encoding, and refuses inputs that would make it allocate or work far beyond thei
 
 from __future__ import annotations
 
-from ysync.updates.merge import merge_v2, state_vector_from_v2
+from ysync.updates.merge import merge_v2
+from ysync.updates.state_vector import state_vector_from_v2
 from ysync.updates.structs import gc_paused
 from ysync.updates.v1 import decode_v1, encode_v1
 from ysync.updates.v2 import decode_v2, encode_v2
@@ -18,12 +19,23 @@ __all__ = ["merge_v2", "state_vector_from_v2", "v1_to_v2", "v2_to_v1"]
 
 
 def v2_to_v1(update: bytes) -> bytes:
-    """Convert a v2 update to v1, byte for byte as ``Y.convertUpdateFormatV2ToV1``."""
+    """Convert a v2 update to v1, byte for byte as ``Y.convertUpdateFormatV2ToV1``.
+
+    The result describes the same document, up to what v1 cannot hold: a lone UTF-16
+    surrogate becomes U+FFFD and ``-0`` in an embed or formatting attribute becomes ``0``
+    (JSON), as with Yjs. Raises :class:`~ysync.errors.UpdateFormatError` for bytes that are
+    not a v2 update, and for the few updates Yjs reads but cannot write in v1 (a BigInt where
+    JSON must go).
+    """
     with gc_paused():
         return encode_v1(decode_v2(bytes(update)))
 
 
 def v1_to_v2(update: bytes) -> bytes:
-    """Convert a v1 update to v2, byte for byte as ``Y.convertUpdateFormatV1ToV2``."""
+    """Convert a v1 update to v2, byte for byte as ``Y.convertUpdateFormatV1ToV2``.
+
+    Raises :class:`~ysync.errors.UpdateFormatError` for bytes that are not a v1 update, and
+    for a delete set Yjs would write as garbage in v2 (overlapping or empty ranges).
+    """
     with gc_paused():
         return encode_v2(decode_v1(bytes(update)))

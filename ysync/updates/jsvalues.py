@@ -148,6 +148,42 @@ def read_any(data: bytes, pos: int, depth: int = 0) -> tuple[Any, int]:
     raise UpdateFormatError(f"unknown value type {tag}")
 
 
+def skip_any(data: bytes, pos: int, depth: int = 0) -> int:
+    """Check one ``readAny`` value at ``pos`` as :func:`read_any` would; return its end."""
+    if pos >= len(data):
+        raise UpdateFormatError("unexpected end of data in a value")
+    tag = data[pos]
+    pos += 1
+    if tag == 119 or tag == 116:
+        raw, pos = read_var_bytes(data, pos)
+        if tag == 119 and not raw.isascii():
+            decode_utf8(raw)
+        return pos
+    if tag == 125:
+        return read_varint(data, pos)[2]
+    if tag == 126 or tag == 120 or tag == 121 or tag == 127:
+        return pos
+    if tag == 124 or tag == 123 or tag == 122:
+        pos += 4 if tag == 124 else 8
+        if pos > len(data):
+            raise UpdateFormatError("unexpected end of data in a number")
+        return pos
+    if tag == 118 or tag == 117:
+        if depth >= MAX_DEPTH:
+            raise UpdateFormatError("values nested too deeply")
+        count, pos = read_varuint(data, pos)
+        if count > len(data) - pos:
+            raise UpdateFormatError("count exceeds the remaining data")
+        for _ in range(count):
+            if tag == 118:
+                raw, pos = read_var_bytes(data, pos)
+                if not raw.isascii():
+                    decode_utf8(raw)
+            pos = skip_any(data, pos, depth + 1)
+        return pos
+    raise UpdateFormatError(f"unknown value type {tag}")
+
+
 def _write_number(out: bytearray, num: int | float) -> None:
     if type(num) is int:
         if -_BITS31 <= num <= _BITS31:
@@ -317,7 +353,7 @@ def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def json_parse(text: str) -> Any:
     """``JSON.parse(text)``; invalid JSON raises :class:`UpdateFormatError`."""
     try:
-        return json.loads(
+        value = json.loads(
             text,
             parse_int=float,
             parse_constant=_reject_constant,
@@ -325,6 +361,21 @@ def json_parse(text: str) -> Any:
         )
     except (ValueError, RecursionError) as exc:
         raise UpdateFormatError("invalid JSON in an update") from exc
+    if type(value) is list or type(value) is dict:
+        _check_depth(value)
+    return value
+
+
+def _check_depth(value: list[Any] | dict[str, Any]) -> None:
+    # the same bound as read_any, so that what we write we can read
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        container, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise UpdateFormatError("values nested too deeply")
+        for item in container.values() if type(container) is dict else container:
+            if type(item) is list or type(item) is dict:
+                stack.append((item, depth + 1))
 
 
 def normalize_json_text(text: str) -> str:

@@ -18,7 +18,7 @@ surrogate pair). Lone surrogates become U+FFFD when written as UTF-8, as ``TextE
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import chain, groupby, repeat
 from typing import cast
 
@@ -272,54 +272,73 @@ def join_js_strings(pieces: list[JsString]) -> bytes:
 class StringColumn:
     """Reads the v2 string column (``StringDecoder``): one UTF-8 string cut by UTF-16 lengths.
 
-    ``read()`` returns the next string, ``read_sized()`` the string and its UTF-16 length.
-    Pieces are sliced from the decoded text by code point; only a piece that holds an astral
-    character (two UTF-16 units) takes the slower way through UTF-16.
+    ``read_sized()`` returns the next string and its UTF-16 length, ``read()`` the string,
+    ``skip()`` only the length. Pieces are sliced from the decoded text by code point; only a
+    piece that holds an astral character (two UTF-16 units) takes the slower way through UTF-16.
+    (The readers are closures: this is the hottest call of v2 decoding.)
     """
 
+    read_sized: Callable[[], tuple[JsString, int]]
+    read: Callable[[], JsString]
+    skip: Callable[[], int]
+
     def __init__(self, column: bytes) -> None:
-        raw, pos = read_var_bytes(column, 0)
-        self._lengths = uint_opt_rle_column(column[pos:]).__next__
-        self._pos = 0
-        self._raw = raw
-        self._text = ""
-        self._units = b""
-        self._astral: list[int] = []  # UTF-16 offsets where astral characters start
-        self._next_astral = 0  # index into _astral of the first one at or after _pos
-        self._ascii = raw.isascii()
-        self._total = len(raw)
-        if not self._ascii:
-            self._text = decode_utf8(raw)
-            self._astral = [m.start() + i for i, m in enumerate(_ASTRAL.finditer(self._text))]
-            self._total = len(self._text) + len(self._astral)
-        self._astral.append(self._total + 1)  # sentinel
+        raw, start = read_var_bytes(column, 0)
+        lengths = uint_opt_rle_column(column[start:]).__next__
+        text = ""
+        astral: list[int] = []  # UTF-16 offsets where astral characters start
+        total = len(raw)
+        if not raw.isascii():
+            text = decode_utf8(raw)
+            astral = [m.start() + i for i, m in enumerate(_ASTRAL.finditer(text))]
+            total = len(text) + len(astral)
+        astral.append(total + 1)  # sentinel
+        pos = 0
+        next_astral = 0  # index into astral of the first one at or after pos
+        units = b""
 
-    def read_sized(self) -> tuple[JsString, int]:
-        start = self._pos
-        try:
-            length = self._lengths()
-        except StopIteration:
-            raise UpdateFormatError("string column exhausted") from None
-        end = start + length
-        if end > self._total:
-            raise UpdateFormatError("string length exceeds the string column")
-        self._pos = end
-        if self._ascii:
-            return self._raw[start:end], length
-        astral = self._astral
-        k = self._next_astral
-        while astral[k] < start:
-            k += 1
-        self._next_astral = k
-        if astral[k] >= end and (k == 0 or astral[k - 1] != start - 1):
-            # no astral character inside and not starting in the middle of one
-            return self._text[start - k : end - k].encode("utf-8"), length
-        if not self._units:
-            self._units = self._text.encode("utf-16-le")
-        return js_from_utf16(self._units[start * 2 : end * 2]), length
+        def advance() -> tuple[int, int]:
+            nonlocal pos
+            try:
+                length = lengths()
+            except StopIteration:
+                raise UpdateFormatError("string column exhausted") from None
+            begin = pos
+            pos += length
+            if pos > total:
+                raise UpdateFormatError("string length exceeds the string column")
+            return begin, length
 
-    def read(self) -> JsString:
-        return self.read_sized()[0]
+        def read_ascii() -> tuple[JsString, int]:
+            nonlocal pos
+            try:
+                length = lengths()
+            except StopIteration:
+                raise UpdateFormatError("string column exhausted") from None
+            begin = pos
+            pos += length
+            if pos > total:
+                raise UpdateFormatError("string length exceeds the string column")
+            return raw[begin:pos], length
+
+        def read_text() -> tuple[JsString, int]:
+            nonlocal next_astral, units
+            begin, length = advance()
+            end = begin + length
+            k = next_astral
+            while astral[k] < begin:
+                k += 1
+            next_astral = k
+            if astral[k] >= end and (k == 0 or astral[k - 1] != begin - 1):
+                # no astral character inside and not starting in the middle of one
+                return text[begin - k : end - k].encode("utf-8"), length
+            if not units:
+                units = text.encode("utf-16-le")
+            return js_from_utf16(units[begin * 2 : end * 2]), length
+
+        self.read_sized = read_sized = read_ascii if raw.isascii() else read_text
+        self.read = lambda: read_sized()[0]
+        self.skip = lambda: advance()[1]
 
 
 def encode_string_column(pieces: list[JsString], lengths: list[int], lone: bool) -> bytes:
@@ -385,6 +404,13 @@ def _uint_opt_rle_column(column: bytes) -> Iterator[int]:
                 continue
             value = b & 0x3F
             negative = True
+        elif column[pos + 1] < 0x80:  # two bytes, the usual case of a length or a client
+            value = (b & 0x3F) | (column[pos + 1] << 6)
+            negative = (b & 0x40) != 0
+            pos += 2
+            if not negative:
+                singles.append(value)
+                continue
         else:
             value, negative, pos = read_varint(column, pos)
             if not negative:
@@ -422,8 +448,17 @@ def _int_diff_opt_rle_column(column: bytes) -> Iterator[int]:
             pos += 1
             encoded = -(b & 0x3F) if b & 0x40 else b
         else:
-            magnitude, negative, pos = read_varint(column, pos)
-            encoded = -magnitude if negative else magnitude
+            b1 = column[pos + 1]
+            if b1 < 0x80:
+                pos += 2
+                encoded = (b & 0x3F) | (b1 << 6)
+            elif column[pos + 2] < 0x80:
+                encoded = (b & 0x3F) | ((b1 & 0x7F) << 6) | (column[pos + 2] << 13)
+                pos += 3
+            else:
+                encoded, _, pos = read_varint(column, pos)
+            if b & 0x40:
+                encoded = -encoded
         diff = encoded >> 1
         if not encoded & 1:
             state += diff

@@ -1,4 +1,4 @@
-"""Merging v2 updates and reading their state vector, as Yjs's ``updates.js`` does.
+"""Merging v2 updates, as Yjs's ``updates.js`` does.
 
 :func:`merge_v2` follows ``Y.mergeUpdatesV2`` step by step (its ``LazyStructReader`` with
 skips filtered, the write order of higher clients first, slicing of overlapping structs,
@@ -14,7 +14,7 @@ from typing import Any
 
 from ysync.errors import UpdateFormatError
 from ysync.updates.jsvalues import read_any
-from ysync.updates.lib0 import JsString, js_from_utf16, write_varuint
+from ysync.updates.lib0 import JsString, js_from_utf16
 from ysync.updates.structs import (
     ANY,
     DELETED,
@@ -31,50 +31,6 @@ from ysync.updates.v2 import decode_v2, encode_v2
 
 # A block while merging: [client, clock, length, struct]; GC and Skip lengths change in place.
 Block = list[Any]
-
-
-def state_vector_from_v2(update: bytes) -> bytes:
-    """The v1-encoded state vector of a v2 update, as ``Y.encodeStateVectorFromUpdateV2``.
-
-    Like Yjs, a client counts only from clock 0 up to its first gap (a Skip or a missing
-    start), and a client that appears in two separate places is listed twice.
-    """
-    with gc_paused():
-        decoded = decode_v2(bytes(update))
-    entries = bytearray()
-    size = 0
-    curr_client = -1
-    curr_clock = 0
-    stop = True
-    first = True
-    for client, clock, structs in decoded.sections:
-        for struct in structs:
-            length = struct[1]
-            if first:
-                first = False
-                curr_client = client
-                stop = clock != 0
-                curr_clock = 0 if stop else clock + length
-            if client != curr_client:
-                if curr_clock != 0:
-                    size += 1
-                    write_varuint(entries, curr_client)
-                    write_varuint(entries, curr_clock)
-                curr_client = client
-                curr_clock = 0
-                stop = clock != 0
-            if struct[0] == SKIP:
-                stop = True
-            if not stop:
-                curr_clock = clock + length
-            clock += length
-    if curr_clock != 0:
-        size += 1
-        write_varuint(entries, curr_client)
-        write_varuint(entries, curr_clock)
-    out = bytearray()
-    write_varuint(out, size)
-    return bytes(out + entries)
 
 
 def _blocks(update: Update) -> list[Block]:
@@ -243,7 +199,10 @@ def _sort(readers: list[_Reader]) -> None:
 def merge_v2(updates: Sequence[bytes]) -> bytes:
     """Merge v2 updates into one v2 update, byte for byte as ``Y.mergeUpdatesV2``.
 
-    A single update is returned unchanged (and unchecked), as Yjs does.
+    The result holds every struct and deletion of the inputs, missing parts included (as
+    Skip structs), so applying it is applying all the updates. A single update is returned
+    unchanged (and unchecked), as Yjs does; no update gives the empty update. Raises
+    :class:`~ysync.errors.UpdateFormatError` if an update is not a v2 update.
     """
     if len(updates) == 1:
         return bytes(updates[0])

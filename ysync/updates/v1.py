@@ -294,14 +294,24 @@ def encode_v1(update: Update) -> bytes:
                     if e is None:
                         e = clients[c] = encode(c)
                     out += e
-                    out += small[k] if k < 0x4000 else encode(k)
+                    if k < 0x4000:
+                        out += small[k]
+                    elif k < 0x200000:
+                        out += bytes((0x80 | (k & 0x7F), 0x80 | ((k >> 7) & 0x7F), k >> 14))
+                    else:
+                        out += encode(k)
                 if right_origin is not None:
                     c, k = right_origin
                     e = clients.get(c)
                     if e is None:
                         e = clients[c] = encode(c)
                     out += e
-                    out += small[k] if k < 0x4000 else encode(k)
+                    if k < 0x4000:
+                        out += small[k]
+                    elif k < 0x200000:
+                        out += bytes((0x80 | (k & 0x7F), 0x80 | ((k >> 7) & 0x7F), k >> 14))
+                    else:
+                        out += encode(k)
                 elif origin is None:
                     if type(parent) is tuple:
                         append(0)

@@ -60,7 +60,7 @@ from ysync.updates.structs import (
 )
 
 
-class _Columns:
+class Columns:
     """The nine column readers of a v2 update and the position of the rest stream."""
 
     def __init__(self, data: bytes) -> None:
@@ -74,9 +74,9 @@ class _Columns:
         self.left_clock = int_diff_opt_rle_column(columns[2]).__next__
         self.right_clock = int_diff_opt_rle_column(columns[3]).__next__
         self.info = rle_u8_column(columns[4]).__next__
-        strings = StringColumn(columns[5])
-        self.string = strings.read
-        self.string_sized = strings.read_sized
+        self.strings = StringColumn(columns[5])
+        self.string = self.strings.read
+        self.string_sized = self.strings.read_sized
         self.parent_info = rle_u8_column(columns[6]).__next__
         self.type_ref = uint_opt_rle_column(columns[7]).__next__
         self.length = uint_opt_rle_column(columns[8]).__next__
@@ -98,7 +98,7 @@ class _Columns:
 
 
 def _read_content(
-    cols: _Columns, data: bytes, pos: int, ref: int, budget: list[int]
+    cols: Columns, data: bytes, pos: int, ref: int, budget: list[int]
 ) -> tuple[Any, int, int]:
     """Read an Item's content; return ``(content, length, next position in rest)``."""
     if ref == DELETED:
@@ -142,7 +142,7 @@ def _read_content(
     raise UpdateFormatError(f"unknown content type {ref}")
 
 
-def _read_structs(cols: _Columns, data: bytes, budget: list[int]) -> tuple[list[Section], int]:
+def _read_structs(cols: Columns, data: bytes, budget: list[int]) -> tuple[list[Section], int]:
     pos = cols.rest_start
     client_of = cols.client
     left_clock = cols.left_clock
@@ -227,7 +227,7 @@ def decode_v2(data: bytes) -> Update:
     """Decode a v2 update; malformed input raises :class:`UpdateFormatError`."""
     budget = [struct_budget(len(data))]
     try:
-        cols = _Columns(data)
+        cols = Columns(data)
         sections, pos = _read_structs(cols, data, budget)
         ds, _ = read_delete_set_v2(data, pos)
     except StopIteration as exc:
