@@ -10,8 +10,8 @@ to every local connection. The server keeps no document in memory after a client
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -172,8 +172,11 @@ class SyncHandler:
         states = [s for s in joined.loaded.awareness.values() if s.state != "null"]
         if states:
             conn.deliver(websocket_frame(encode_awareness(encode_awareness_entries(states))))
-        pending: JoinDoc | None = joined
-        pending_until = time.monotonic() + self._config.server.sync_timeout
+        # the loaded document waits for this client's sync step 1, but not for ever: a client
+        # that never sends one must not keep a document in memory for its whole life
+        pending: list[JoinDoc] = [joined]
+        expiry = asyncio.get_running_loop().call_later(
+            self._config.server.sync_timeout, pending.clear)
         del joined
         try:
             async for data in conn.ws:
@@ -182,10 +185,9 @@ class SyncHandler:
                 message = decode_message(data)
                 self.metrics.messages_in.labels(type(message).__name__).inc()
                 if isinstance(message, SyncStep1):
-                    if pending is None or time.monotonic() > pending_until:
-                        pending = await self._loader.load(conn.room)
-                    conn.deliver(pending.sync_step2(message.state_vector))
-                    pending = None  # the document is not kept after the initial sync
+                    answer_from = pending.pop() if pending else await self._loader.load(conn.room)
+                    conn.deliver(answer_from.sync_step2(message.state_vector))
+                    del answer_from  # the document is not kept after the initial sync
                 elif isinstance(message, SyncUpdate | SyncStep2 | AwarenessMessage):
                     await self._on_write(conn, stream_key, data, message)
                 elif isinstance(message, QueryAwareness):
@@ -198,6 +200,8 @@ class SyncHandler:
             conn.close(CLOSE_PROTOCOL_ERROR, "protocol error")
         except ConnectionClosed:
             return
+        finally:
+            expiry.cancel()
 
     async def _on_write(self, conn: Connection, stream_key: str, data: bytes,
                         message: SyncUpdate | SyncStep2 | AwarenessMessage) -> None:
