@@ -16,15 +16,8 @@ import anyio
 import pycrdt
 import redis.asyncio as aioredis
 
-from ysync.errors import ProtocolError, UpdateFormatError
-from ysync.protocol import (
-    AwarenessEntry,
-    AwarenessMessage,
-    SyncUpdate,
-    decode_awareness,
-    decode_message,
-    merge_awareness,
-)
+from ysync.errors import UpdateFormatError
+from ysync.protocol import AwarenessEntry, split_stream_messages
 from ysync.storage.base import Storage
 from ysync.streams import StreamId, read_whole_stream, room_stream_key
 
@@ -88,21 +81,9 @@ def build_doc(snapshot_v1: bytes | None, messages: Sequence[bytes]) -> tuple[
             raise UpdateFormatError(f"stored snapshot does not apply: {exc}") from exc
     changes: list[bool] = []
     subscription = doc.observe(lambda _event: changes.append(True))
-    awareness: dict[int, AwarenessEntry] = {}
-    skipped = 0
-    updates: list[bytes] = []
-    for raw in messages:
-        try:
-            message = decode_message(raw)
-            if isinstance(message, SyncUpdate):
-                updates.append(message.update)
-            elif isinstance(message, AwarenessMessage):
-                merge_awareness(awareness, decode_awareness(message.payload))
-            else:
-                skipped += 1
-        except ProtocolError as exc:
-            log.warning("skipping malformed stream message (%d bytes): %s", len(raw), exc)
-            skipped += 1
+    updates, awareness, skipped = split_stream_messages(messages)
+    if skipped:
+        log.warning("skipped %d malformed stream messages", skipped)
     for update in updates:
         try:
             doc.apply_update(update)

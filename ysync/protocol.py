@@ -263,6 +263,28 @@ def merge_awareness(states: dict[int, AwarenessEntry], entries: Iterable[Awarene
             states[entry.client_id] = entry
 
 
+def split_stream_messages(
+    messages: Sequence[bytes],
+) -> tuple[list[bytes], dict[int, AwarenessEntry], int]:
+    """The updates of stream entries, their awareness folded per client (newest clock wins),
+    and how many entries were neither a valid update nor a valid awareness message."""
+    updates: list[bytes] = []
+    states: dict[int, AwarenessEntry] = {}
+    skipped = 0
+    for raw in messages:
+        try:
+            message = decode_message(raw)
+            if isinstance(message, SyncUpdate):
+                updates.append(message.update)
+            elif isinstance(message, AwarenessMessage):
+                merge_awareness(states, decode_awareness(message.payload))
+            else:
+                skipped += 1
+        except ProtocolError:
+            skipped += 1
+    return updates, states, skipped
+
+
 def merge_stream_messages(messages: Sequence[bytes]) -> MergedBatch:
     """Merge stream entries into one sync-update message and one awareness message.
 
@@ -281,20 +303,7 @@ def merge_stream_messages(messages: Sequence[bytes]) -> MergedBatch:
             return MergedBatch(only, None, 0)
         if isinstance(message, AwarenessMessage):
             return MergedBatch(None, only, 0)
-    updates: list[bytes] = []
-    states: dict[int, AwarenessEntry] = {}
-    skipped = 0
-    for raw in messages:
-        try:
-            message = decode_message(raw)
-            if isinstance(message, SyncUpdate):
-                updates.append(message.update)
-            elif isinstance(message, AwarenessMessage):
-                merge_awareness(states, decode_awareness(message.payload))
-            else:
-                skipped += 1
-        except ProtocolError:
-            skipped += 1
+    updates, states, skipped = split_stream_messages(messages)
     update_message = None
     if len(updates) == 1:
         update_message = encode_sync_update(updates[0])
