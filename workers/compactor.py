@@ -126,6 +126,8 @@ class Worker:
             raise BusError(f"{what}: no answer from Redis within "
                            f"{self.config.redis.timeout} s") from exc
         except redis_errors.RedisError as exc:
+            if "NOGROUP" in str(exc):
+                self._group_ready = False  # Redis lost the queue: create it again next round
             raise BusError(f"{what} failed: {exc}") from exc
 
     async def _ensure_group(self) -> None:

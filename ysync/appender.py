@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 
 from ysync.errors import BusError
-from ysync.streams import Scripts
+from ysync.streams import Scripts, ensure_worker_group
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ class Appender:
 
     def __init__(self, client: aioredis.Redis, prefix: str, *, timeout: float) -> None:
         self._client = client
+        self._prefix = prefix
         self._scripts = Scripts(client, prefix)
         self._timeout = timeout
         self._pending: list[tuple[str, bytes, asyncio.Future[None]]] = []
@@ -52,16 +53,20 @@ class Appender:
                 await self._send(batch)
 
     async def _send(self, batch: list[tuple[str, bytes, asyncio.Future[None]]]) -> None:
-        results: list[object]
-        try:
-            with anyio.fail_after(self._timeout):
-                async with self._client.pipeline(transaction=False) as pipe:
-                    for stream_key, message, _done in batch:
-                        await self._scripts.queue_append(pipe, stream_key, message)
-                    results = await pipe.execute(raise_on_error=False)
-        except (redis_errors.RedisError, OSError, TimeoutError) as exc:
-            log.error("appending %d messages failed: %s", len(batch), exc)
-            results = [exc] * len(batch)
+        results = await self._execute(batch)
+        if any(_lost_worker_group(r) for r in results):
+            # Redis lost the worker queue (restarted without its data, or flushed): the
+            # script's XREADGROUP fails for every new stream until the group exists again
+            log.warning("the worker queue's consumer group is gone; creating it again")
+            try:
+                await ensure_worker_group(self._client, self._prefix)
+            except BusError as exc:
+                log.error("%s", exc)
+            else:
+                again = [i for i, r in enumerate(results) if _lost_worker_group(r)]
+                retried = await self._execute([batch[i] for i in again])
+                for i, result in zip(again, retried, strict=True):
+                    results[i] = result
         for (stream_key, _message, done), result in zip(batch, results, strict=True):
             if done.done():
                 continue  # the connection went away meanwhile
@@ -69,3 +74,20 @@ class Appender:
                 done.set_exception(BusError(f"appending to {stream_key} failed: {result}"))
             else:
                 done.set_result(None)
+
+    async def _execute(self, batch: list[tuple[str, bytes, asyncio.Future[None]]]
+                       ) -> list[object]:
+        """One pipeline of appends: one result (or exception) per append."""
+        try:
+            with anyio.fail_after(self._timeout):
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for stream_key, message, _done in batch:
+                        await self._scripts.queue_append(pipe, stream_key, message)
+                    return list(await pipe.execute(raise_on_error=False))
+        except (redis_errors.RedisError, OSError, TimeoutError) as exc:
+            log.error("appending %d messages failed: %s", len(batch), exc)
+            return [exc] * len(batch)
+
+
+def _lost_worker_group(result: object) -> bool:
+    return isinstance(result, redis_errors.ResponseError) and "NOGROUP" in str(result)

@@ -12,13 +12,15 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import Any, Protocol
 
 import anyio
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
+from redis.asyncio.connection import Connection
 
 from ysync.connection import websocket_frame
+from ysync.errors import BusError
 from ysync.metrics import Metrics
 from ysync.protocol import merge_stream_messages
 from ysync.streams import StreamId
@@ -44,12 +46,35 @@ class RoomSubscription:
     receivers: set[Receiver] = field(default_factory=set)
     position: StreamId | None = None
     rewind_to: StreamId | None = None
-    key_bytes: bytes = b""
-    position_bytes: bytes = b""
+    key_arg: bytes = b""  # the stream key as an encoded command argument
+    position_arg: bytes = b""  # the position as an encoded command argument
 
     def move_to(self, position: StreamId, raw: bytes | None = None) -> None:
         self.position = position
-        self.position_bytes = raw if raw is not None else str(position).encode()
+        self.position_arg = _bulk(raw if raw is not None else str(position).encode())
+
+
+def _bulk(value: bytes) -> bytes:
+    """One argument of a Redis command in the protocol's encoding (a bulk string)."""
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+def _stream_entries(reply: object) -> list[tuple[bytes, list[Any]]]:
+    """(stream key, entries) of an XREAD reply, RESP2 (list) or RESP3 (map); [] for none."""
+    if reply is None:
+        return []
+    if isinstance(reply, dict):
+        return list(reply.items())
+    if isinstance(reply, list):
+        return [(item[0], item[1]) for item in reply]
+    raise BusError(f"unexpected XREAD reply of type {type(reply).__name__}")
+
+
+def _m_field(fields: list[bytes]) -> bytes | None:
+    for i in range(0, len(fields) - 1, 2):
+        if fields[i] == b"m":
+            return fields[i + 1]
+    return None
 
 
 class Bus:
@@ -61,6 +86,9 @@ class Bus:
         """``reader`` must be a single-connection client used by nothing else (it blocks);
         ``control`` is the shared client, used to interrupt a blocked read."""
         self._reader = reader
+        self._connection: Connection | None = None
+        self._read_head = (_bulk(b"XREAD") + _bulk(b"COUNT") + _bulk(str(count).encode())
+                           + _bulk(b"BLOCK") + _bulk(str(block_ms).encode()) + _bulk(b"STREAMS"))
         self._control = control
         self._block_ms = block_ms
         self._count = count
@@ -81,7 +109,7 @@ class Bus:
         """Add a receiver to a room; it gets messages once the room is positioned."""
         room = self._rooms.get(stream_key)
         if room is None:
-            room = self._rooms[stream_key] = RoomSubscription(key_bytes=stream_key.encode())
+            room = self._rooms[stream_key] = RoomSubscription(key_arg=_bulk(stream_key.encode()))
         room.receivers.add(receiver)
         return room
 
@@ -122,7 +150,7 @@ class Bus:
                 try:
                     await self._read_once()
                     failures = 0
-                except (redis_errors.RedisError, OSError) as exc:
+                except (redis_errors.RedisError, OSError, BusError) as exc:
                     failures += 1
                     pause = min(5.0, 0.1 * math.pow(2, failures))
                     log.error("reading room streams failed (%s); retrying in %.1fs", exc, pause)
@@ -141,9 +169,29 @@ class Bus:
                 except redis_errors.RedisError as exc:
                     log.warning("could not interrupt the stream reader: %s", exc)
 
+    async def _command(self, args: bytes, count: int) -> object:
+        """Send one command (``count`` encoded arguments) on the reader's own connection."""
+        connection = self._connection
+        assert connection is not None
+        try:
+            await connection.send_packed_command(b"*%d\r\n" % count + args, check_health=False)
+            return await connection.read_response()
+        except BaseException:
+            # a failed, timed out or cancelled command leaves the connection in an unknown
+            # state: drop it, a new one is made for the next read
+            with anyio.CancelScope(shield=True):
+                await connection.disconnect()
+            self._reader_id = None
+            raise
+
     async def _read_once(self) -> None:
+        if self._connection is None:
+            self._connection = await self._reader.connection_pool.get_connection()  # type: ignore[no-untyped-call]
         if self._reader_id is None:
-            self._reader_id = int(await self._reader.client_id())
+            reader_id = await self._command(_bulk(b"CLIENT") + _bulk(b"ID"), 2)
+            if not isinstance(reader_id, int):
+                raise BusError(f"CLIENT ID answered {reader_id!r}")
+            self._reader_id = reader_id
         wait = self._last_read + self._interval - time.monotonic()
         if wait > 0:
             await anyio.sleep(wait)  # let more messages gather: fewer, fuller reads
@@ -152,8 +200,8 @@ class Bus:
         ids: list[bytes] = []
         for subscription in self._rooms.values():
             if subscription.position is not None:
-                keys.append(subscription.key_bytes)
-                ids.append(subscription.position_bytes)
+                keys.append(subscription.key_arg)
+                ids.append(subscription.position_arg)
                 subscription.rewind_to = None
         if not keys:
             with anyio.move_on_after(self._block_ms / 1000):
@@ -162,11 +210,11 @@ class Bus:
         self._last_read = time.monotonic()
         self._reading_generation = generation
         try:
-            # the raw command with pre-encoded keys and ids: rebuilding XREAD's arguments
-            # for every room on every read was the bus's largest cost with many rooms
-            raw_reply = await self._reader.execute_command(  # type: ignore[no-untyped-call]
-                "XREAD", "COUNT", self._count, "BLOCK", self._block_ms, "STREAMS", *keys, *ids)
-            reply = cast(list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]], raw_reply)
+            # the command is assembled from arguments encoded once per room and position:
+            # encoding XREAD's arguments for every room on every read was the bus's largest
+            # cost with many rooms
+            reply = _stream_entries(await self._command(
+                b"".join((self._read_head, *keys, *ids)), 6 + 2 * len(keys)))
         finally:
             self._reading_generation = None
         if not reply:
@@ -183,7 +231,7 @@ class Bus:
                 room.rewind_to = None
             else:
                 room.move_to(StreamId.parse(entries[-1][0]), entries[-1][0])
-            messages = [fields[b"m"] for _id, fields in entries if b"m" in fields]
+            messages = [m for _id, fields in entries if (m := _m_field(fields)) is not None]
             if not messages:
                 continue
             merged = merge_stream_messages(messages)

