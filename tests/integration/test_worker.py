@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from workers.compactor import Worker
+from ysync.errors import BusError
 from ysync.protocol import read_var_uint
 from ysync.storage.factory import open_storage
 from ysync.streams import Scripts, StreamId, ensure_worker_group, room_stream_key
@@ -295,3 +296,20 @@ async def test_duplicate_tasks_of_a_stream_are_processed_once(
         assert doc_json_of_v2(stored.update_v2) == expected
         ids, _ = await queue_state(client, prefix)
         assert len(ids) == 1  # the re-queued one
+
+
+async def test_worker_recreates_a_lost_queue(
+    redis_url: str, prefix: str, client: aioredis.Redis
+) -> None:
+    config = make_config(redis_url=redis_url, prefix=prefix)
+    async with open_storage(config) as storage:
+        worker = Worker(client, storage, config)
+        assert await worker.process_due_tasks() == 0  # creates the group
+        await client.delete(f"{prefix}:worker")  # Redis lost it (restart without data, flush)
+        with pytest.raises(BusError, match="NOGROUP"):
+            await worker.process_due_tasks()
+        assert await worker.process_due_tasks() == 0  # the next round creates it again
+        await append_updates(client, prefix, room_stream_key(prefix, "after"),
+                             edit_doc(client_id=301)[0])
+        assert await worker.process_due_tasks() == 1
+        assert await storage.retrieve_doc("after", "index") is not None
