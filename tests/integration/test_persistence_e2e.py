@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from conftest import seconds
-from harness import NodeClients, running_server, wait_until
 from ysync.streams import room_stream_key
 
+from conftest import seconds
+from harness import NodeClients, running_server, wait_until
 from storage_fixtures import PERSISTENT_BACKENDS, storage_config, storage_env
 from storage_fixtures import gcs_emulator as gcs_emulator  # noqa: F401 - fixture
 from storage_fixtures import postgres_url as postgres_url  # noqa: F401 - fixture
