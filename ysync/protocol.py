@@ -15,7 +15,7 @@ from enum import IntEnum
 
 import pycrdt
 
-from ysync.errors import ProtocolError
+from ysync.errors import ProtocolError, UpdateFormatError
 
 
 class MessageType(IntEnum):
@@ -324,26 +324,31 @@ def _merge_valid_updates(updates: Sequence[bytes]) -> tuple[bytes | None, int]:
         return bytes(pycrdt.merge_updates(*updates)), 0
     except (ValueError, RuntimeError):
         valid = [u for u in updates if is_valid_update(u)]
+    invalid = len(updates) - len(valid)
     if len(valid) <= 1:
-        return (valid[0] if valid else None), len(updates) - len(valid)
-    return bytes(pycrdt.merge_updates(*valid)), len(updates) - len(valid)
-
-
-def merge_updates_tolerant(updates: Sequence[bytes]) -> bytes:
-    """Merge v1 updates; if the batch does not merge, merge only the updates that decode."""
+        return (valid[0] if valid else None), invalid
     try:
-        return bytes(pycrdt.merge_updates(*updates))
+        return bytes(pycrdt.merge_updates(*valid)), invalid
     except (ValueError, RuntimeError):
-        valid = [u for u in updates if is_valid_update(u)]
-        if not valid:
-            return b"\x00\x00"
-        return bytes(pycrdt.merge_updates(*valid))
+        # valid for Yjs, but with a construct pycrdt cannot read: ysync's own codec can
+        from ysync.updates import merge_v2, v1_to_v2, v2_to_v1
+
+        return v2_to_v1(merge_v2([v1_to_v2(u) for u in valid])), invalid
 
 
 def is_valid_update(update: bytes) -> bool:
-    """True if ``update`` decodes as a Yjs v1 update."""
+    """True if ``update`` decodes as a Yjs v1 update.
+
+    pycrdt (Rust) answers first and fast; what it refuses is asked of ysync's own codec, which
+    also reads the few constructs Yjs writes and pycrdt cannot (lone surrogates in format JSON).
+    """
     try:
         pycrdt.get_state(update)
     except (ValueError, RuntimeError):
-        return False
+        from ysync.updates import v1_to_v2
+
+        try:
+            v1_to_v2(update)
+        except UpdateFormatError:
+            return False
     return True

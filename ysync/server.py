@@ -48,6 +48,7 @@ from ysync.protocol import (
     encode_awareness,
     encode_awareness_entries,
     encode_sync_step1,
+    is_valid_update,
 )
 from ysync.rooms import DocLoader, JoinDoc
 from ysync.storage.base import Storage
@@ -221,6 +222,9 @@ class SyncHandler:
             # with one): storing and relaying it would change nothing any client sees
             self.metrics.messages_dropped.inc()
             return
+        elif not is_valid_update(message.update):
+            # a stream entry every server and worker (y-redis's too) must be able to read
+            raise ProtocolError("the update does not decode")
         elif isinstance(message, SyncStep2):
             data = b"\x00\x02" + data[2:]  # stored as an update, as y-redis does
         try:

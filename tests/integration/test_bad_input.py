@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 from websockets.asyncio.client import connect
@@ -42,6 +44,7 @@ async def close_code_after_sending(url: str, payload: bytes | str) -> tuple[int,
     (b"\x07", 1002),  # unknown message type
     (b"\x00\x09\x00", 1002),  # unknown sync message type
     (b"\x00\x00\x01\x00\x99", 1002),  # trailing bytes after a sync step 1
+    (b"\x00\x02\x03\x05\x01\x02", 1002),  # well framed, but not a Yjs update
     ("a text frame", 1002),
     (b"\x00\x02" + b"\x80" * 9000, 1009),  # above max_message_size (4096)
 ])
@@ -163,3 +166,25 @@ async def test_sync_resumes_after_redis_restarts(tmp_path: Path, node_dir: Path)
         if redis_proc.returncode is None:
             redis_proc.kill()
             await redis_proc.wait()
+
+
+#: A real Yjs update (text "hi" bold with a lone surrogate as the attribute value) that pycrdt
+#: 0.14 cannot read: made by `ytext.insert(0, "hi", {bold: "\\ud800"})` in Node Yjs 13.6.
+EXOTIC_UPDATE = base64.b64decode("AQNNAAYBBHRleHQEYm9sZAgiXHVkODAwIoRNAAJoaYZNAgRib2xkBG51bGwA")
+
+
+async def test_valid_update_pycrdt_cannot_read_is_relayed(server: ServerProcess) -> None:
+    from ysync.protocol import SyncUpdate, decode_message, encode_sync_update
+
+    async with connect(f"{server.url}/exotic") as writer, \
+            connect(f"{server.url}/exotic") as reader:
+        other = encode_sync_update(b"\x01\x01\x63\x00\x04\x01\x04text\x01x\x00")
+        await writer.send(other)
+        await writer.send(encode_sync_update(EXOTIC_UPDATE))
+        seen = b""
+        with anyio.fail_after(seconds(10)):
+            while b"bold" not in seen:
+                message = decode_message(await reader.recv())  # type: ignore[arg-type]
+                if isinstance(message, SyncUpdate):
+                    seen += message.update
+        assert writer.close_code is None
