@@ -10,18 +10,52 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import pycrdt
 import redis.asyncio as aioredis
 
 from ysync.errors import UpdateFormatError
-from ysync.protocol import AwarenessEntry, split_stream_messages
+from ysync.protocol import AwarenessEntry, is_valid_update, split_stream_messages
 from ysync.storage.base import Storage
 from ysync.streams import StreamId, read_whole_stream, room_stream_key
 
 log = logging.getLogger(__name__)
+
+
+class DocState(Protocol):
+    """What joins and compaction need of a document: pycrdt's ``Doc`` or a :class:`CodecDoc`."""
+
+    def get_state(self) -> bytes: ...
+
+    def get_update(self, state: bytes | None = None) -> bytes: ...
+
+
+class CodecDoc:
+    """A document held as one merged v2 update and read with ysync's own codec.
+
+    For the few constructs Yjs writes and pycrdt cannot read (a lone surrogate escaped in
+    formatting JSON, some XML hooks): slower than pycrdt, but every Yjs update works.
+    """
+
+    def __init__(self, update_v2: bytes) -> None:
+        self.update_v2 = update_v2
+
+    def get_state(self) -> bytes:
+        from ysync.updates import state_vector_from_v2
+
+        return state_vector_from_v2(self.update_v2)
+
+    def get_update(self, state: bytes | None = None) -> bytes:
+        from ysync.updates import diff_v1, v2_to_v1
+
+        full = v2_to_v1(self.update_v2)
+        return full if state is None else diff_v1(full, state)
+
+
+class PycrdtCannotRead(UpdateFormatError):
+    """A valid Yjs update that pycrdt cannot read: the document is built with the codec."""
 
 
 @dataclass(slots=True)
@@ -32,7 +66,7 @@ class LoadedDoc:
     snapshots merged; ``changed`` whether the stream added anything the snapshots lacked.
     """
 
-    doc: pycrdt.Doc[Any]
+    doc: DocState
     awareness: dict[int, AwarenessEntry]
     last_id: StreamId
     references: tuple[str, ...]
@@ -60,7 +94,7 @@ class LoadedDoc:
             return self.full_update
         try:
             return bytes(self.doc.get_update(state_vector))
-        except ValueError as exc:
+        except (ValueError, UpdateFormatError) as exc:
             raise UpdateFormatError(f"invalid state vector: {exc}") from exc
 
 
@@ -78,7 +112,8 @@ def build_doc(snapshot_v1: bytes | None, messages: Sequence[bytes]) -> tuple[
         try:
             doc.apply_update(snapshot_v1)
         except ValueError as exc:
-            raise UpdateFormatError(f"stored snapshot does not apply: {exc}") from exc
+            # it decoded as v2 with ysync's codec, so it is valid: pycrdt cannot read it
+            raise PycrdtCannotRead(f"stored snapshot: {exc}") from exc
     changes: list[bool] = []
     subscription = doc.observe(lambda _event: changes.append(True))
     updates, awareness, skipped = split_stream_messages(messages)
@@ -88,6 +123,8 @@ def build_doc(snapshot_v1: bytes | None, messages: Sequence[bytes]) -> tuple[
         try:
             doc.apply_update(update)
         except ValueError as exc:
+            if is_valid_update(update):
+                raise PycrdtCannotRead(f"stream update: {exc}") from exc
             log.warning("skipping stream update that does not apply (%d bytes): %s",
                         len(update), exc)
             skipped += 1
@@ -118,15 +155,29 @@ async def read_doc_sources(
 
 
 def build_from_sources(sources: DocSources) -> tuple[
-    pycrdt.Doc[Any], dict[int, AwarenessEntry], bool, int
+    DocState, dict[int, AwarenessEntry], bool, int
 ]:
-    """:func:`build_doc` of the sources (the snapshot converted from v2). CPU-bound."""
+    """:func:`build_doc` of the sources (the snapshot converted from v2), falling back to a
+    :class:`CodecDoc` for content pycrdt cannot read. CPU-bound."""
+    from ysync.updates import merge_v2, v1_to_v2, v2_to_v1
+
     snapshot_v1 = None
     if sources.snapshot_v2 is not None:
-        from ysync.updates import v2_to_v1
-
         snapshot_v1 = v2_to_v1(sources.snapshot_v2)
-    return build_doc(snapshot_v1, sources.messages)
+    try:
+        return build_doc(snapshot_v1, sources.messages)
+    except PycrdtCannotRead as exc:
+        log.info("pycrdt cannot read this document (%s): using ysync's codec", exc)
+    updates, awareness, skipped = split_stream_messages(sources.messages)
+    parts = [] if sources.snapshot_v2 is None else [sources.snapshot_v2]
+    for update in updates:
+        try:
+            parts.append(v1_to_v2(update))
+        except UpdateFormatError:
+            skipped += 1
+    merged = merge_v2(parts) if parts else v1_to_v2(b"\x00\x00")
+    # whether the stream added anything cannot be told cheaply here: any update counts
+    return CodecDoc(merged), awareness, len(parts) > (sources.snapshot_v2 is not None), skipped
 
 
 def compact_sources(sources: DocSources) -> bytes | None:
@@ -140,6 +191,8 @@ def compact_sources(sources: DocSources) -> bytes | None:
     doc, _awareness, changed, _skipped = build_from_sources(sources)
     if not changed:
         return None
+    if isinstance(doc, CodecDoc):
+        return doc.update_v2
     return bytes(v1_to_v2(bytes(doc.get_update())))
 
 

@@ -11,7 +11,7 @@ import redis.exceptions as redis_errors
 
 from ysync.config import Config
 from ysync.docs import load_doc
-from ysync.errors import BusError, ConfigError
+from ysync.errors import BusError, ConfigError, UpdateFormatError
 from ysync.storage.base import Storage
 from ysync.storage.factory import open_storage
 from ysync.streams import INDEX_DOC
@@ -43,6 +43,10 @@ async def show_doc(config: Config, room: str, docid: str = INDEX_DOC, *,
     finally:
         if own_client:
             await client.aclose()
+    if not isinstance(loaded.doc, pycrdt.Doc):
+        raise UpdateFormatError(f"room {room!r} holds content pycrdt cannot read (a lone UTF-16 "
+                                "surrogate in formatting JSON, an XML hook): it is served and "
+                                "compacted, but cannot be shown as JSON")
     return doc_to_json(loaded.doc)
 
 

@@ -188,3 +188,39 @@ async def test_valid_update_pycrdt_cannot_read_is_relayed(server: ServerProcess)
                 if isinstance(message, SyncUpdate):
                     seen += message.update
         assert writer.close_code is None
+
+
+async def test_document_pycrdt_cannot_read_is_served_and_compacted(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    from ysync.protocol import SyncStep2, decode_message, encode_sync_step1, encode_sync_update
+
+    storage = tmp_path / "storage"
+    env = {"REDIS": redis_url, "REDIS_PREFIX": prefix, "YSYNC_STORAGE_KIND": "filesystem",
+           "YSYNC_STORAGE_PATH": str(storage), "YSYNC_WORKER_ENABLED": "yes",
+           "REDIS_TASK_DEBOUNCE": "200", "REDIS_MIN_MESSAGE_LIFETIME": "200"}
+    async with running_server(env) as srv:
+        async with connect(f"{srv.url}/exotic") as writer:
+            await writer.send(encode_sync_update(EXOTIC_UPDATE))
+            await writer.send(encode_sync_step1(b"\x00"))  # answered after the append
+            with anyio.fail_after(seconds(10)):
+                while not isinstance(decode_message(await writer.recv()),  # type: ignore[arg-type]
+                                     SyncStep2):
+                    pass
+
+        async def joined_with_it() -> bool:
+            async with connect(f"{srv.url}/exotic") as joiner:
+                await joiner.send(encode_sync_step1(b"\x00"))
+                while True:
+                    message = decode_message(await joiner.recv())  # type: ignore[arg-type]
+                    if isinstance(message, SyncStep2):
+                        return b"bold" in message.update
+
+        assert await joined_with_it()
+        snapshots = storage / "exotic" / "index"
+
+        async def compacted() -> bool:
+            return snapshots.is_dir() and any(snapshots.iterdir())
+
+        await wait_until(compacted, 15, "the worker to persist the document pycrdt cannot read")
+        assert await joined_with_it()

@@ -200,9 +200,10 @@ const CLIENT_IDS = [1, 2 ** 32 - 1, 127, 128, 3000000000, 16384, 99, 7]
 
 /**
  * Let several clients edit concurrently. Returns the clients' docs (all synced at the end) and
- * every update they emitted, in v2 and v1.
+ * every update they emitted, in v2 and v1. `afterOp(i, docs)`, if given, is called after each
+ * edit step (it must not change the docs).
  */
-export const scenario = (seed, { clients = 3, ops = 60 } = {}) => {
+export const scenario = (seed, { clients = 3, ops = 60, afterOp = null } = {}) => {
   const gen = prng.create(seed)
   exotic = seed % 4 === 0
   const gc = prng.int31(gen, 0, 3) !== 0
@@ -235,6 +236,7 @@ export const scenario = (seed, { clients = 3, ops = 60 } = {}) => {
     if (prng.int31(gen, 0, 9) === 0) { // a transaction with several changes
       doc.transact(() => { editText(gen, doc.getText('text')); editArray(gen, doc.getArray('arr'), seed) })
     }
+    if (afterOp) afterOp(i, docs)
   }
   for (const a of docs) for (const b of docs) if (a !== b) Y.applyUpdate(b, Y.encodeStateAsUpdate(a, Y.encodeStateVector(b)))
   return { docs, updatesV2, updatesV1, gen }

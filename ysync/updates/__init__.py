@@ -1,4 +1,4 @@
-"""Yjs update codec: v1 <-> v2 conversion, merging and state vectors of v2 updates.
+"""Yjs update codec: v1 <-> v2 conversion, merging, diffs and state vectors of updates.
 
 y-redis stores documents as Yjs **v2** updates while pycrdt reads and writes only v1; these
 functions translate between the two with the exact bytes Yjs (13.6) produces, so that a
@@ -9,13 +9,14 @@ encoding, and refuses inputs that would make it allocate or work far beyond thei
 
 from __future__ import annotations
 
+from ysync.updates.diff import diff_v1, diff_v2
 from ysync.updates.merge import merge_v2
 from ysync.updates.state_vector import state_vector_from_v2
 from ysync.updates.structs import gc_paused
 from ysync.updates.v1 import decode_v1, encode_v1
 from ysync.updates.v2 import decode_v2, encode_v2
 
-__all__ = ["merge_v2", "state_vector_from_v2", "v1_to_v2", "v2_to_v1"]
+__all__ = ["diff_v1", "diff_v2", "merge_v2", "state_vector_from_v2", "v1_to_v2", "v2_to_v1"]
 
 
 def v2_to_v1(update: bytes) -> bytes:

@@ -45,8 +45,12 @@ def _blocks(update: Update) -> list[Block]:
     return blocks
 
 
-def _slice_content(ref: int, content: Any, diff: int) -> object:
-    """The right part of ``content`` after ``diff`` units (``AbstractContent.splice``)."""
+def _slice_content(ref: int, content: Any, diff: int, mend: bool) -> object:
+    """The right part of ``content`` after ``diff`` units.
+
+    With ``mend`` as ``AbstractContent.splice`` (a cut surrogate pair leaves U+FFFD on both
+    sides), else as ``content.write(encoder, offset)`` (``str.slice``: a lone half stays).
+    """
     if ref == DELETED:
         return None
     if ref == JSON:
@@ -68,14 +72,18 @@ def _slice_content(ref: int, content: Any, diff: int) -> object:
         )
         right = units[diff * 2 :]
         last_left = int.from_bytes(units[diff * 2 - 2 : diff * 2], "little")
-        if 0xD800 <= last_left <= 0xDBFF:  # a cut pair: Yjs puts U+FFFD on both sides
+        if mend and 0xD800 <= last_left <= 0xDBFF:  # a cut pair: Yjs puts U+FFFD on both sides
             right = "\ufffd".encode("utf-16-le") + right[2:]
         return js_from_utf16(right)
     raise UpdateFormatError("cannot split content of length one")
 
 
-def _slice(block: Block, diff: int) -> Block:
-    """``sliceStruct``: the part of ``block`` from ``diff`` on."""
+def slice_block(block: Block, diff: int, mend: bool = True) -> Block:
+    """``sliceStruct``: the part of ``block`` from ``diff`` on (``0 < diff < length``).
+
+    ``mend=False`` gives what ``struct.write(encoder, diff)`` writes instead (the same but
+    for a string cut inside a surrogate pair, whose right half then stays a lone surrogate).
+    """
     client, clock, length, struct = block
     assert isinstance(clock, int) and isinstance(length, int)
     ref = struct[0]
@@ -89,7 +97,7 @@ def _slice(block: Block, diff: int) -> Block:
         right_origin,
         parent,
         parent_sub,
-        _slice_content(ref, content, diff),
+        _slice_content(ref, content, diff, mend),
     )
     return [client, clock + diff, length - diff, sliced]
 
@@ -259,7 +267,7 @@ def _merge(decoded: list[Update]) -> bytes:
                     if current[3][0] == SKIP:
                         current[2] -= diff
                     else:
-                        curr = _slice(curr, diff)
+                        curr = slice_block(curr, diff)
                 if current[3][0] == GC and curr[3][0] == GC:
                     current[2] += curr[2]
                 else:
