@@ -52,7 +52,8 @@ def frame_payload(frame: bytes) -> memoryview:
 class Connection:
     """A client of one room. :meth:`deliver` sends or queues; :meth:`write_loop` drains."""
 
-    __slots__ = ("_busy", "_close_with", "_closing", "_direct", "_limit", "_metrics", "_queue",
+    __slots__ = ("_busy", "_close_with", "_closing", "_direct", "_in_flight", "_limit",
+                 "_metrics", "_queue",
                  "_queued_bytes", "_ready", "awareness_clock", "awareness_id", "closed", "grant",
                  "ws")
 
@@ -68,6 +69,7 @@ class Connection:
         self._limit = send_buffer_limit
         self._ready = asyncio.Event()
         self._busy = False  # the writer is sending a frame (fragments must not be interleaved)
+        self._in_flight = 0  # size of that frame
         self._closing = False
         self._close_with: tuple[int, str] | None = None
         self._metrics = metrics
@@ -99,10 +101,11 @@ class Connection:
         ws = self.ws
         if (self._direct and not self._queue and not self._busy and not ws.paused
                 and len(frame) <= FRAGMENT_SIZE and ws.protocol.state is State.OPEN):
-            ws.transport.write(frame)
+            if not ws.transport.is_closing():
+                ws.transport.write(frame)
             return
-        backlog = self._queued_bytes + ws.transport.get_write_buffer_size()
-        if self._queue and backlog + len(frame) > self._limit:
+        backlog = self._queued_bytes + self._in_flight + ws.transport.get_write_buffer_size()
+        if (self._queue or self._busy) and backlog + len(frame) > self._limit:
             log.warning("room %s: client too slow (%d bytes waiting), disconnecting",
                         self.room, backlog)
             self.close(CLOSE_SLOW_CLIENT, "client too slow")
@@ -139,10 +142,11 @@ class Connection:
                     frame = self._queue.popleft()
                     self._queued_bytes -= len(frame)
                     self._busy = True
+                    self._in_flight = len(frame)
                     try:
                         if self._direct and len(frame) <= FRAGMENT_SIZE:
                             await ws.drain()
-                            if ws.protocol.state is not State.OPEN:
+                            if ws.protocol.state is not State.OPEN or ws.transport.is_closing():
                                 return
                             ws.transport.write(frame)
                         elif len(frame) <= FRAGMENT_SIZE:
@@ -151,6 +155,7 @@ class Connection:
                             await ws.send(_fragments(frame_payload(frame)))
                     finally:
                         self._busy = False
+                        self._in_flight = 0
                 if self._close_with is not None:
                     await ws.close(*self._close_with)
                     return

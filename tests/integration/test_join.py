@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import httpx
 import pycrdt
 import pytest
@@ -15,6 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from ysync.protocol import (
     SyncStep1,
     SyncStep2,
+    SyncUpdate,
     decode_message,
     encode_sync_step1,
     encode_sync_update,
@@ -110,3 +113,41 @@ async def test_simultaneous_joiners_share_one_load(server: ServerProcess) -> Non
     assert len(set(sizes)) == 1 and sizes[0] > 2_000_000
     loads = await doc_loads(server) - before
     assert 1 <= loads <= 5, f"30 simultaneous joiners caused {loads} document loads"
+
+
+async def test_a_client_that_does_not_read_is_cut_off(redis_url: str, prefix: str) -> None:
+    env = {"REDIS": redis_url, "REDIS_PREFIX": prefix, "YSYNC_STORAGE_KIND": "memory",
+           "YSYNC_WORKER_ENABLED": "no", "YSYNC_SERVER_SEND_BUFFER_LIMIT": "65536"}
+    total = 100 * 100_000
+    async with running_server(env) as srv:
+        room = f"{srv.url}/slow"
+        tiny = socket.socket()  # a small receive buffer: the kernel cannot hide the backlog
+        tiny.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        tiny.connect(("127.0.0.1", srv.port))
+        tiny.setblocking(False)
+        async with connect(room, max_size=None, max_queue=1, sock=tiny) as stuck, \
+                connect(room, max_size=None) as fast, connect(room, max_size=None) as writer:
+            received: dict[str, int] = {"fast": 0, "writer": 0}
+
+            async def read(name: str, ws: ClientConnection) -> None:
+                while received[name] < total:
+                    message = decode_message(await ws.recv())  # type: ignore[arg-type]
+                    if isinstance(message, SyncUpdate):
+                        received[name] += message.update.count(b"z")
+
+            with anyio.fail_after(seconds(60)):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(read, "fast", fast)
+                    tg.start_soon(read, "writer", writer)
+                    doc = text_doc(11, "")
+                    for _ in range(100):  # 100 x 100 KB through the room; `stuck` never reads
+                        before = doc.get_state()
+                        doc["text"] += "z" * 100_000
+                        await writer.send(encode_sync_update(doc.get_update(before)))
+                        await asyncio.sleep(0.01)  # about one update per stream read
+            # (update bytes other than the text may also be "z": count at least)
+            assert min(received.values()) >= total, "the clients that read get everything"
+            async with httpx.AsyncClient(timeout=seconds(5)) as http:
+                text = (await http.get(srv.url.replace("ws://", "http://") + "/metrics")).text
+            assert 'reason="client too slow"} 1.0' in text, "exactly the stuck client was cut"
+            del stuck
