@@ -8,7 +8,6 @@ most one update message and one awareness message. Malformed bytes raise
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -228,14 +227,6 @@ def awareness_disconnect_message(client_id: int, clock: int) -> bytes:
     """The message a server appends when a connection whose awareness was (id, clock) closes."""
     entry = AwarenessEntry(client_id, clock + 1, "null")
     return encode_awareness(encode_awareness_entries([entry]))
-
-
-def is_valid_json(text: str) -> bool:
-    try:
-        json.loads(text)
-    except ValueError:
-        return False
-    return True
 
 
 # --- batches from the stream -------------------------------------------------------------------
