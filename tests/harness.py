@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import json
@@ -11,7 +12,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from conftest import seconds
 
@@ -106,39 +107,46 @@ async def running_server(env: Mapping[str, str], args: list[str] | None = None,
         await server.stop()
 
 
-class NodeClients:
-    """One Node process hosting many named y-websocket clients (tests/node/client.mjs)."""
+class NodeDriver:
+    """A Node script that takes one JSON command per line on stdin and answers one JSON line
+    per command on stdout (``{"id", "ok", "result"|"error"}``); lines with ``"event"`` are
+    unsolicited and collected in :attr:`events`. Its stderr is kept (last lines) for messages.
+    """
 
-    def __init__(self, node_dir: Path) -> None:
+    def __init__(self, node_dir: Path, script: str, env: Mapping[str, str] | None = None,
+                 exit_within: float = 10) -> None:
         self._node_dir = node_dir
+        self._script = script
+        self._env = {**os.environ, **(env or {})}
+        self._exit_within = exit_within
         self._proc: asyncio.subprocess.Process | None = None
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
         self.events: list[dict[str, Any]] = []
-        self._reader: asyncio.Task[None] | None = None
-        self._stderr: list[str] = []
+        self.stderr_lines: collections.deque[str] = collections.deque(maxlen=200)
 
-    async def __aenter__(self) -> NodeClients:
+    async def __aenter__(self) -> Self:
         self._proc = await asyncio.create_subprocess_exec(
-            "node", str(self._node_dir / "client.mjs"), cwd=self._node_dir,
+            "node", str(self._node_dir / self._script), cwd=self._node_dir, env=self._env,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, limit=64 * 1024 * 1024,
         )
-        self._reader = asyncio.create_task(self._read())
+        self._tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._read_stderr())]
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._proc is not None and self._proc.stdin is not None
-        self._proc.stdin.close()
+        self._proc.stdin.close()  # the script cleans up and exits
         try:
-            await asyncio.wait_for(self._proc.wait(), seconds(10))
+            await asyncio.wait_for(self._proc.wait(), seconds(self._exit_within))
         except TimeoutError:
             self._proc.kill()
             await self._proc.wait()
-        if self._reader is not None:
-            self._reader.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+                await task
 
     async def _read(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
@@ -153,10 +161,16 @@ class NodeClients:
             if message["ok"]:
                 future.set_result(message["result"])
             else:
-                future.set_exception(AssertionError(f"node client: {message['error']}"))
+                future.set_exception(AssertionError(f"{self._script}: {message['error']}"))
         for future in self._waiting.values():
             if not future.done():
-                future.set_exception(AssertionError("node client process ended"))
+                future.set_exception(AssertionError(
+                    f"{self._script} ended:\n" + "\n".join(self.stderr_lines)))
+
+    async def _read_stderr(self) -> None:
+        assert self._proc is not None and self._proc.stderr is not None
+        async for raw in self._proc.stderr:
+            self.stderr_lines.append(raw.decode(errors="replace").rstrip())
 
     async def call(self, op: str, *, wait: float = 30, **args: Any) -> Any:
         """Run ``op`` in the Node process; ``wait`` bounds the answer (scaled seconds)."""
@@ -167,6 +181,13 @@ class NodeClients:
         self._proc.stdin.write(json.dumps({"id": ident, "op": op, **args}).encode() + b"\n")
         await self._proc.stdin.drain()
         return await asyncio.wait_for(future, seconds(wait))
+
+
+class NodeClients(NodeDriver):
+    """One Node process hosting many named y-websocket clients (tests/node/client.mjs)."""
+
+    def __init__(self, node_dir: Path) -> None:
+        super().__init__(node_dir, "client.mjs")
 
     async def open(self, name: str, url: str, room: str, **options: Any) -> Any:
         return await self.call("open", name=name, url=url, room=room, **options)

@@ -8,12 +8,8 @@ turns off y-websocket's BroadcastChannel, so the server is the only path between
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import http.server
-import itertools
-import json
 import os
 import shutil
 import struct
@@ -28,7 +24,7 @@ import pytest
 
 import nodeenv
 from conftest import seconds
-from harness import ServerProcess, running_server, wait_until
+from harness import NodeDriver, ServerProcess, running_server, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.browser]
 
@@ -95,70 +91,12 @@ async def server(redis_url: str, prefix: str) -> AsyncIterator[ServerProcess]:
         yield running
 
 
-class BrowserPages:
+class BrowserPages(NodeDriver):
     """One ``node drive.mjs`` process hosting named Chromium pages of the demo editor."""
 
     def __init__(self, node_dir: Path) -> None:
-        self._node_dir = node_dir
-        self._proc: asyncio.subprocess.Process | None = None
-        self._ids = itertools.count(1)
-        self._waiting: dict[int, asyncio.Future[Any]] = {}
-        self._tasks: list[asyncio.Task[None]] = []
-        self.stderr_lines: list[str] = []
-
-    async def __aenter__(self) -> BrowserPages:
-        self._proc = await asyncio.create_subprocess_exec(
-            "node", str(self._node_dir / "drive.mjs"), cwd=self._node_dir,
-            env={**os.environ, "YSYNC_CHROMIUM": str(CHROMIUM)},
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        self._tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._read_stderr())]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._proc is not None and self._proc.stdin is not None
-        self._proc.stdin.close()  # drive.mjs closes its browsers and exits
-        try:
-            await asyncio.wait_for(self._proc.wait(), seconds(20))
-        except TimeoutError:
-            self._proc.kill()
-            await self._proc.wait()
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _read(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        async for raw in self._proc.stdout:
-            message = json.loads(raw)
-            future = self._waiting.pop(message["id"], None)
-            if future is None or future.done():
-                continue
-            if message["ok"]:
-                future.set_result(message["result"])
-            else:
-                future.set_exception(AssertionError(f"drive.mjs: {message['error']}"))
-        for future in self._waiting.values():
-            if not future.done():
-                future.set_exception(AssertionError(
-                    "drive.mjs ended:\n" + "\n".join(self.stderr_lines)))
-
-    async def _read_stderr(self) -> None:
-        assert self._proc is not None and self._proc.stderr is not None
-        async for raw in self._proc.stderr:
-            self.stderr_lines.append(raw.decode(errors="replace").rstrip())
-
-    async def call(self, op: str, *, wait: float = 30, **args: Any) -> Any:
-        """Run ``op`` in drive.mjs; ``wait`` bounds the answer (scaled seconds)."""
-        assert self._proc is not None and self._proc.stdin is not None
-        ident = next(self._ids)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiting[ident] = future
-        self._proc.stdin.write(json.dumps({"id": ident, "op": op, **args}).encode() + b"\n")
-        await self._proc.stdin.drain()
-        return await asyncio.wait_for(future, seconds(wait))
+        super().__init__(node_dir, "drive.mjs", env={"YSYNC_CHROMIUM": str(CHROMIUM)},
+                         exit_within=20)
 
     async def open(self, name: str, url: str, profile: Path) -> None:
         """Open ``url`` in a new Chromium whose profile is the new folder ``profile``."""
