@@ -1,61 +1,43 @@
-"""Loading a document as y-redis does (spec section 4 step 2): snapshot + every stream message.
+"""Loading a document as y-redis does (docs/protocol.md): snapshot + every stream message.
 
-Used by the server for joining clients and by the worker for compaction. The CPU-heavy part
-(:func:`build_doc`) is a pure function run in a worker thread so that a large document does not
-stall the event loop.
+Used by the server for joining clients and by the worker for compaction. The document is
+assembled with ysync's own codec (:mod:`ysync.updates.document`), never through a Y.Doc that
+would re-encode content, and the CPU-heavy part (:func:`build_from_sources`) is a pure function
+run in a worker process so that a large document does not stall the event loop.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
 
 import anyio
-import pycrdt
+import anyio.to_process
 import redis.asyncio as aioredis
 
-from ysync.errors import UpdateFormatError
-from ysync.protocol import AwarenessEntry, is_valid_update, split_stream_messages
+from ysync.protocol import AwarenessEntry, split_stream_messages
 from ysync.storage.base import Storage
 from ysync.streams import StreamId, read_whole_stream, room_stream_key
+from ysync.updates import diff_v1
+from ysync.updates.document import assemble, compact, full_v1, state_vector
 
 log = logging.getLogger(__name__)
 
 
-class DocState(Protocol):
-    """What joins and compaction need of a document: pycrdt's ``Doc`` or a :class:`CodecDoc`."""
+@dataclass(frozen=True, slots=True)
+class BuiltDoc:
+    """A document assembled from its sources (picklable: it is built in a worker process).
 
-    def get_state(self) -> bytes: ...
-
-    def get_update(self, state: bytes | None = None) -> bytes: ...
-
-
-class CodecDoc:
-    """A document held as one merged v2 update and read with ysync's own codec.
-
-    For the few constructs Yjs writes and pycrdt cannot read (a lone surrogate escaped in
-    formatting JSON, some XML hooks): slower than pycrdt, but every Yjs update works.
+    ``full_update`` is the whole document as one v1 update, ``state_vector`` its v1 state
+    vector; ``changed`` says whether the stream added anything the snapshot lacked, ``skipped``
+    counts stream entries left out as malformed.
     """
 
-    def __init__(self, update_v2: bytes) -> None:
-        self.update_v2 = update_v2
-
-    def get_state(self) -> bytes:
-        from ysync.updates import state_vector_from_v2
-
-        return state_vector_from_v2(self.update_v2)
-
-    def get_update(self, state: bytes | None = None) -> bytes:
-        from ysync.updates import diff_v1, v2_to_v1
-
-        full = v2_to_v1(self.update_v2)
-        return full if state is None else diff_v1(full, state)
-
-
-class PycrdtCannotRead(UpdateFormatError):
-    """A valid Yjs update that pycrdt cannot read: the document is built with the codec."""
+    full_update: bytes
+    state_vector: bytes
+    awareness: dict[int, AwarenessEntry]
+    changed: bool
+    skipped: int
 
 
 @dataclass(slots=True)
@@ -66,70 +48,28 @@ class LoadedDoc:
     snapshots merged; ``changed`` whether the stream added anything the snapshots lacked.
     """
 
-    doc: DocState
+    full_update: bytes
+    state_vector: bytes
     awareness: dict[int, AwarenessEntry]
     last_id: StreamId
     references: tuple[str, ...]
     changed: bool
     skipped: int = 0
-    _full_update: bytes | None = field(default=None, repr=False)
-    _state_vector: bytes | None = field(default=None, repr=False)
 
-    @property
-    def state_vector(self) -> bytes:
-        if self._state_vector is None:
-            self._state_vector = bytes(self.doc.get_state())
-        return self._state_vector
-
-    @property
-    def full_update(self) -> bytes:
-        """The whole document as one v1 update (computed once)."""
-        if self._full_update is None:
-            self._full_update = bytes(self.doc.get_update())
-        return self._full_update
-
-    def diff(self, state_vector: bytes) -> bytes:
-        """What a peer with ``state_vector`` lacks, as a v1 update. Raises UpdateFormatError."""
+    async def diff(self, state_vector: bytes) -> bytes:
+        """What a peer with ``state_vector`` lacks, as a v1 update (``Y.diffUpdate`` of the
+        whole document). Raises UpdateFormatError for a malformed state vector."""
         if state_vector in (b"", b"\x00"):
             return self.full_update
-        try:
-            return bytes(self.doc.get_update(state_vector))
-        except (ValueError, UpdateFormatError) as exc:
-            raise UpdateFormatError(f"invalid state vector: {exc}") from exc
+        if len(self.full_update) <= _INLINE_DIFF_BYTES:
+            return diff_v1(self.full_update, state_vector)
+        return await anyio.to_process.run_sync(diff_v1, self.full_update, state_vector,
+                                               cancellable=True)
 
 
-def build_doc(snapshot_v1: bytes | None, messages: Sequence[bytes]) -> tuple[
-    pycrdt.Doc[Any], dict[int, AwarenessEntry], bool, int
-]:
-    """Apply a snapshot (v1) and stream messages to a fresh doc.
-
-    Returns (doc, awareness states, changed-by-the-stream, number of entries skipped as
-    malformed). A malformed entry is logged and skipped so that one bad message cannot make a
-    document unloadable.
-    """
-    doc: pycrdt.Doc[Any] = pycrdt.Doc()
-    if snapshot_v1 is not None:
-        try:
-            doc.apply_update(snapshot_v1)
-        except ValueError as exc:
-            # it decoded as v2 with ysync's codec, so it is valid: pycrdt cannot read it
-            raise PycrdtCannotRead(f"stored snapshot: {exc}") from exc
-    changes: list[bool] = []
-    subscription = doc.observe(lambda _event: changes.append(True))
-    updates, awareness, skipped = split_stream_messages(messages)
-    if skipped:
-        log.warning("skipped %d malformed stream messages", skipped)
-    for update in updates:
-        try:
-            doc.apply_update(update)
-        except ValueError as exc:
-            if is_valid_update(update):
-                raise PycrdtCannotRead(f"stream update: {exc}") from exc
-            log.warning("skipping stream update that does not apply (%d bytes): %s",
-                        len(update), exc)
-            skipped += 1
-    doc.unobserve(subscription)
-    return doc, awareness, bool(changes), skipped
+#: Documents up to this size (v1 bytes) are diffed on the event loop (well under a millisecond);
+#: larger ones in a worker process, so that a large document never stalls the other rooms.
+_INLINE_DIFF_BYTES = 32 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,46 +94,31 @@ async def read_doc_sources(
     return DocSources(messages, last_id, stored.update_v2, stored.references)
 
 
-def build_from_sources(sources: DocSources) -> tuple[
-    DocState, dict[int, AwarenessEntry], bool, int
-]:
-    """:func:`build_doc` of the sources (the snapshot converted from v2), falling back to a
-    :class:`CodecDoc` for content pycrdt cannot read. CPU-bound."""
-    from ysync.updates import merge_v2, v1_to_v2, v2_to_v1
-
-    snapshot_v1 = None
-    if sources.snapshot_v2 is not None:
-        snapshot_v1 = v2_to_v1(sources.snapshot_v2)
-    try:
-        return build_doc(snapshot_v1, sources.messages)
-    except PycrdtCannotRead as exc:
-        log.info("pycrdt cannot read this document (%s): using ysync's codec", exc)
+def build_from_sources(sources: DocSources) -> BuiltDoc:
+    """Assemble the document of ``sources`` with ysync's codec: every struct's content stays
+    the bytes Yjs wrote (nothing goes through a Y.Doc), pending structs included. CPU-bound."""
     updates, awareness, skipped = split_stream_messages(sources.messages)
-    parts = [] if sources.snapshot_v2 is None else [sources.snapshot_v2]
-    for update in updates:
-        try:
-            parts.append(v1_to_v2(update))
-        except UpdateFormatError:
-            skipped += 1
-    merged = merge_v2(parts) if parts else v1_to_v2(b"\x00\x00")
-    # whether the stream added anything cannot be told cheaply here: any update counts
-    return CodecDoc(merged), awareness, len(parts) > (sources.snapshot_v2 is not None), skipped
+    assembled = assemble(sources.snapshot_v2, updates)
+    if assembled.invalid:
+        log.warning("skipped %d stream updates that do not decode", assembled.invalid)
+    return BuiltDoc(full_v1(assembled), state_vector(assembled.update), awareness,
+                    assembled.changed, skipped + assembled.invalid)
 
 
 def compact_sources(sources: DocSources) -> bytes | None:
-    """The whole document as a v2 snapshot if the stream added anything, else ``None``.
+    """The whole document as a garbage-collected v2 snapshot if the stream added anything,
+    else ``None``.
 
     Pure and CPU-bound: the worker runs it in a separate process, so that compacting a large
     document never holds the event loop of a server running the worker in-process.
     """
-    from ysync.updates import v1_to_v2
-
-    doc, _awareness, changed, _skipped = build_from_sources(sources)
-    if not changed:
+    updates, _awareness, _skipped = split_stream_messages(sources.messages)
+    assembled = assemble(sources.snapshot_v2, updates)
+    if assembled.invalid:
+        log.warning("skipped %d stream updates that do not decode", assembled.invalid)
+    if not assembled.changed:
         return None
-    if isinstance(doc, CodecDoc):
-        return doc.update_v2
-    return bytes(v1_to_v2(bytes(doc.get_update())))
+    return compact(assembled)
 
 
 async def load_doc(
@@ -201,6 +126,6 @@ async def load_doc(
 ) -> LoadedDoc:
     """Load (room, docid) into a document (built in a worker thread)."""
     sources = await read_doc_sources(client, storage, prefix, room, docid)
-    doc, awareness, changed, skipped = await anyio.to_thread.run_sync(
-        build_from_sources, sources)
-    return LoadedDoc(doc, awareness, sources.last_id, sources.references, changed, skipped)
+    built = await anyio.to_process.run_sync(build_from_sources, sources, cancellable=True)
+    return LoadedDoc(built.full_update, built.state_vector, built.awareness, sources.last_id,
+                     sources.references, built.changed, built.skipped)

@@ -43,11 +43,15 @@ async def show_doc(config: Config, room: str, docid: str = INDEX_DOC, *,
     finally:
         if own_client:
             await client.aclose()
-    if not isinstance(loaded.doc, pycrdt.Doc):
+    # pycrdt only reads here: what it shows is never written back anywhere
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    try:
+        doc.apply_update(loaded.full_update)
+    except ValueError as exc:
         raise UpdateFormatError(f"room {room!r} holds content pycrdt cannot read (a lone UTF-16 "
                                 "surrogate in formatting JSON, an XML hook): it is served and "
-                                "compacted, but cannot be shown as JSON")
-    return doc_to_json(loaded.doc)
+                                "compacted, but cannot be shown as JSON") from exc
+    return doc_to_json(doc)
 
 
 def doc_to_json(doc: pycrdt.Doc[Any]) -> dict[str, Any]:

@@ -15,6 +15,10 @@ from enum import IntEnum
 import pycrdt
 
 from ysync.errors import ProtocolError, UpdateFormatError
+from ysync.updates import v1_to_v2
+from ysync.updates.merge import merge_decoded
+from ysync.updates.structs import gc_paused
+from ysync.updates.v1 import decode_v1, encode_v1
 
 
 class MessageType(IntEnum):
@@ -310,21 +314,24 @@ def merge_stream_messages(messages: Sequence[bytes]) -> MergedBatch:
 
 
 def _merge_valid_updates(updates: Sequence[bytes]) -> tuple[bytes | None, int]:
-    """Merge the updates that decode; return (merged or None, number that did not decode)."""
-    try:
-        return bytes(pycrdt.merge_updates(*updates)), 0
-    except (ValueError, RuntimeError):
-        valid = [u for u in updates if is_valid_update(u)]
-    invalid = len(updates) - len(valid)
-    if len(valid) <= 1:
-        return (valid[0] if valid else None), invalid
-    try:
-        return bytes(pycrdt.merge_updates(*valid)), invalid
-    except (ValueError, RuntimeError):
-        # valid for Yjs, but with a construct pycrdt cannot read: ysync's own codec can
-        from ysync.updates import merge_v2, v1_to_v2, v2_to_v1
+    """Merge the updates that decode; return (merged or None, number that did not decode).
 
-        return v2_to_v1(merge_v2([v1_to_v2(u) for u in valid])), invalid
+    The merge is ysync's codec (``Y.mergeUpdates``, byte for byte): the content of every
+    struct stays what its writer sent.
+    """
+    with gc_paused():
+        kept: list[bytes] = []
+        decoded = []
+        for update in updates:
+            try:
+                decoded.append(decode_v1(update))
+            except UpdateFormatError:
+                continue
+            kept.append(update)
+        invalid = len(updates) - len(kept)
+        if len(kept) <= 1:
+            return (kept[0] if kept else None), invalid
+        return encode_v1(merge_decoded(decoded)), invalid
 
 
 def is_valid_update(update: bytes) -> bool:
@@ -336,8 +343,6 @@ def is_valid_update(update: bytes) -> bool:
     try:
         pycrdt.get_state(update)
     except (ValueError, RuntimeError):
-        from ysync.updates import v1_to_v2
-
         try:
             v1_to_v2(update)
         except UpdateFormatError:

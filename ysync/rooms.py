@@ -31,7 +31,7 @@ class JoinDoc:
     loaded: LoadedDoc
     _step2_cache: dict[bytes, bytes] = field(default_factory=dict)
 
-    def sync_step2(self, state_vector: bytes) -> bytes:
+    async def sync_step2(self, state_vector: bytes) -> bytes:
         """The sync step 2 frame answering ``state_vector``: only what that client lacks.
 
         Answers for the same state vector (typically the empty one of fresh clients) are
@@ -39,7 +39,7 @@ class JoinDoc:
         """
         cached = self._step2_cache.get(state_vector)
         if cached is None:
-            cached = websocket_frame(encode_sync_step2(self.loaded.diff(state_vector)))
+            cached = websocket_frame(encode_sync_step2(await self.loaded.diff(state_vector)))
             if len(self._step2_cache) < 8:
                 self._step2_cache[state_vector] = cached
         return cached

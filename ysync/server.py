@@ -187,7 +187,7 @@ class SyncHandler:
                 self.metrics.messages_in.labels(type(message).__name__).inc()
                 if isinstance(message, SyncStep1):
                     answer_from = pending.pop() if pending else await self._loader.load(conn.room)
-                    conn.deliver(answer_from.sync_step2(message.state_vector))
+                    conn.deliver(await answer_from.sync_step2(message.state_vector))
                     del answer_from  # the document is not kept after the initial sync
                 elif isinstance(message, SyncUpdate | SyncStep2 | AwarenessMessage):
                     await self._on_write(conn, stream_key, data, message)

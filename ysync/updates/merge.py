@@ -27,6 +27,7 @@ from ysync.updates.structs import (
     Update,
     gc_paused,
 )
+from ysync.updates.v1 import decode_v1, encode_v1
 from ysync.updates.v2 import decode_v2, encode_v2
 
 # A block while merging: [client, clock, length, struct]; GC and Skip lengths change in place.
@@ -102,7 +103,7 @@ def slice_block(block: Block, diff: int, mend: bool = True) -> Block:
     return [client, clock + diff, length - diff, sliced]
 
 
-def _merge_delete_sets(sets: list[DeleteSet]) -> DeleteSet:
+def merge_delete_sets(sets: list[DeleteSet]) -> DeleteSet:
     """``mergeDeleteSets`` followed by ``sortAndMergeDeleteSet``."""
     merged: DeleteSet = {}
     for i, ds in enumerate(sets):
@@ -215,10 +216,27 @@ def merge_v2(updates: Sequence[bytes]) -> bytes:
     if len(updates) == 1:
         return bytes(updates[0])
     with gc_paused():
-        return _merge([decode_v2(bytes(u)) for u in updates])
+        return encode_v2(merge_decoded([decode_v2(bytes(u)) for u in updates]))
 
 
-def _merge(decoded: list[Update]) -> bytes:
+def merge_v1(updates: Sequence[bytes]) -> bytes:
+    """Merge v1 updates into one v1 update, byte for byte as ``Y.mergeUpdates``.
+
+    Like :func:`merge_v2`, for v1 updates.
+    """
+    if len(updates) == 1:
+        return bytes(updates[0])
+    with gc_paused():
+        return encode_v1(merge_decoded([decode_v1(bytes(u)) for u in updates]))
+
+
+def merge_decoded(decoded: Sequence[Update]) -> Update:
+    """The merge of decoded updates (as :func:`merge_v2` computes it), not yet encoded.
+
+    A single update is returned as it is.
+    """
+    if len(decoded) == 1:
+        return decoded[0]
     readers = [_Reader(_blocks(u)) for u in decoded]
     sections: list[Section] = []
 
@@ -290,5 +308,5 @@ def _merge(decoded: list[Update]) -> bytes:
             nxt = reader.next()
     if current is not None:
         write(current)
-    ds = _merge_delete_sets([u.delete_set for u in decoded])
-    return encode_v2(Update(sections, ds))
+    ds = merge_delete_sets([u.delete_set for u in decoded])
+    return Update(sections, ds)
