@@ -1,7 +1,7 @@
 """ysync.updates reads the snapshots the JavaScript y-redis 0.1.6 worker wrote.
 
-The rows of /work/shared/fixtures/y-redis-0.1.6/postgres-snapshots.jsonl (beside the repo, see
-its README.md) hold the document as a Yjs v2 update, its state vector, and what a fresh
+The rows of fixtures/y-redis-0.1.6/postgres-snapshots.jsonl (beside this file, see its
+README.md) hold the document as a Yjs v2 update, its state vector, and what a fresh
 y-websocket client saw of it afterwards.
 """
 
@@ -17,9 +17,7 @@ from pycrdt import Array, Doc, Map, Text, XmlFragment
 
 from ysync.updates import merge_v2, state_vector_from_v2, v1_to_v2, v2_to_v1
 
-FIXTURES = (
-    Path(__file__).parents[2] / ".." / "shared" / "fixtures" / "y-redis-0.1.6"
-).resolve() / "postgres-snapshots.jsonl"
+FIXTURES = Path(__file__).parent / "fixtures" / "y-redis-0.1.6" / "postgres-snapshots.jsonl"
 ROWS = [json.loads(line) for line in FIXTURES.read_text().splitlines() if line.strip()]
 
 
