@@ -1,4 +1,4 @@
-"""The compaction worker (spec section 5, y-redis ``src/api.js`` ``consumeWorkerQueue``).
+"""The compaction worker (docs/protocol.md, y-redis ``src/api.js`` ``consumeWorkerQueue``).
 
 Each room stream has one task in the worker queue ``<prefix>:worker``, owned by the consumer
 ``pending`` until it has been idle for ``redis.task_debounce`` ms; then a worker claims it with

@@ -38,7 +38,7 @@ __all__ = ["Gate", "Grant", "OpenGate", "TokenGate", "open_gate", "room_as_sent"
 
 
 def room_from_path(path: str) -> str:
-    """The room of a request path ``/<room>``, undecoded as y-redis uses it (spec section 1).
+    """The room of a request path ``/<room>``, undecoded as y-redis uses it (docs/protocol.md).
 
     Raises AuthError for paths that are not exactly one sensible segment.
     """

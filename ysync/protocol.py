@@ -1,4 +1,4 @@
-"""The y-websocket protocol (spec section 1), without I/O.
+"""The y-websocket protocol (docs/protocol.md), without I/O.
 
 Decoding turns the bytes of one WebSocket frame into one typed message; encoding does the
 reverse. :func:`merge_stream_messages` turns a batch of stream entries (``m`` fields) into at

@@ -1,6 +1,6 @@
 """The WebSocket server: ``ws://host:port/<room>`` and ``GET /healthz``.
 
-Life of a connection (spec section 4): the request is authorized (:mod:`ysync.gate`), the
+Life of a connection (docs/protocol.md): the request is authorized (:mod:`ysync.gate`), the
 connection subscribes to its room stream, the room's document is loaded (shared with every
 simultaneous joiner), the client gets sync step 1 and the room's awareness states, and its own
 sync step 1 is answered with only what it lacks. From then on the client's updates and awareness

@@ -1,4 +1,4 @@
-"""Redis layout shared with y-redis: stream keys, stream ids, Lua scripts (spec sections 3, 5).
+"""Redis layout shared with y-redis: stream keys, stream ids, Lua scripts (docs/protocol.md).
 
 Everything here is byte-for-byte what y-redis 0.1.6 does, so that both servers and both workers
 can share one Redis. The scripts' source text is identical to y-redis's too, so they share the

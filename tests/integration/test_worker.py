@@ -1,4 +1,4 @@
-"""The compaction worker on a real Redis, with every storage backend (spec section 5)."""
+"""The compaction worker on a real Redis, with every storage backend (docs/protocol.md)."""
 
 from __future__ import annotations
 
@@ -189,7 +189,7 @@ async def test_awareness_only_stream_persists_nothing(
 
 async def test_observed_y_redis_messages(redis_url: str, prefix: str,
                                          client: aioredis.Redis) -> None:
-    """The stream entries y-redis 0.1.6 writes (spec section 8) compact to their document."""
+    """The stream entries y-redis 0.1.6 writes (docs/protocol.md) compact to their document."""
     config = make_config(redis_url=redis_url, prefix=prefix)
     key = room_stream_key(prefix, "observed")
     scripts = Scripts(client, prefix)

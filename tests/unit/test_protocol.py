@@ -39,7 +39,7 @@ from ysync.protocol import (
 
 MAX_SAFE_INTEGER = 2**53 - 1
 
-# spec section 8: stream entries written by y-redis 0.1.6 with y-websocket clients
+# docs/protocol.md: stream entries written by y-redis 0.1.6 with y-websocket clients
 UPDATE_CLIENT_1 = bytes.fromhex("000217010101002801036d6170036b657901770576616c756500")
 UPDATE_CLIENT_2 = bytes.fromhex("00021201010200040104746578740568656c6c6f00")
 AWARENESS_ALICE = bytes.fromhex(
@@ -218,7 +218,7 @@ def test_malformed_message_is_a_protocol_error(data: bytes, what: str) -> None:
         decode_message(data)
 
 
-# --- the observed bytes of spec section 8 ------------------------------------------------------
+# --- the observed bytes of y-redis 0.1.6 (docs/protocol.md) ----------------------------------
 
 
 def test_update_of_client_1_sets_map_key() -> None:
@@ -414,7 +414,7 @@ def test_awareness_batch_newest_clock_wins_and_leave_wins_a_tie() -> None:
 
 
 def test_awareness_batch_adds_no_phantom_client() -> None:
-    # y-redis adds a `{}` entry of its own; ysync must not (spec section 4)
+    # y-redis adds a `{}` entry of its own; ysync must not (docs/protocol.md)
     batch = merge_stream_messages([AWARENESS_ALICE, AWARENESS_INITIAL])
     assert awareness_of(batch.awareness) == {1: AwarenessEntry(1, 1, '{"user":{"name":"alice"}}')}
 

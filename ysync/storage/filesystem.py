@@ -1,4 +1,4 @@
-"""Snapshots as files under a root folder, named like y-redis's S3 objects (spec section 6).
+"""Snapshots as files under a root folder, named like y-redis's S3 objects (docs/protocol.md).
 
 A snapshot of (room, docid) is the file ``<root>/<encodeURIComponent(room)>/
 <encodeURIComponent(docid)>/<uuid v4>`` holding a v2 update; its reference is the relative name

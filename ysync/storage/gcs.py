@@ -1,4 +1,4 @@
-"""Snapshots as Google Cloud Storage objects, named like y-redis's S3 objects (spec section 6).
+"""Snapshots as Google Cloud Storage objects, named like y-redis's S3 objects (docs/protocol.md).
 
 A snapshot of (room, docid) is the object ``<prefix><encodeURIComponent(room)>/
 <encodeURIComponent(docid)>/<uuid v4>`` whose body is a v2 update; the reference is the whole

@@ -1,4 +1,4 @@
-"""Snapshots as PostgreSQL rows, in y-redis's table (spec section 6, y-redis
+"""Snapshots as PostgreSQL rows, in y-redis's table (docs/protocol.md, y-redis
 ``src/storage/postgres.js``).
 
 Table ``yredis_docs_v1 (room text, doc text, r SERIAL, update bytea, sv bytea,
