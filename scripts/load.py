@@ -47,6 +47,7 @@ from bench_report import REFERENCE, SERVERS, median_of, ratios, table  # noqa: E
 from bench_sampling import Probe, PySpy, machine_info, wait_quiet, window  # noqa: E402
 from bench_servers import (  # noqa: E402
     Server,
+    baseline_checkout,
     delete_prefix,
     install_clients,
     install_peer,
@@ -220,6 +221,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"scenarios to run: {', '.join(SCENARIOS)} (default: all)")
     parser.add_argument("--servers", default="ysync,peer",
                         help="comma-separated servers to run: ysync, peer (default: both)")
+    parser.add_argument("--baseline", metavar="REF",
+                        help="also run the ysync of this git commit (e.g. HEAD~3), as server "
+                             "'baseline', to compare before and after in one run")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes and short windows (~1 minute), for smoke-testing")
     parser.add_argument("--json", metavar="FILE", help="write every number to FILE")
@@ -286,7 +290,8 @@ def raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def run(args: argparse.Namespace, redis_url: str, workdir: Path) -> dict[str, Any]:
+def run(args: argparse.Namespace, redis_url: str, workdir: Path,
+        baseline: Path | None = None) -> dict[str, Any]:
     node_dir = install_clients()
     peer_js: Path | None = None
     if "peer" in args.servers:
@@ -309,7 +314,7 @@ def run(args: argparse.Namespace, redis_url: str, workdir: Path) -> dict[str, An
                       f"processes use {busy:.0f}% of a core)", flush=True)
                 try:
                     result = run_one(name, server_name, args, node_dir, peer_js, redis_url,
-                                     f"{run_id}-{name}-{repeat}", workdir)
+                                     f"{run_id}-{name}-{repeat}", workdir, baseline)
                 except (RuntimeError, OSError, subprocess.SubprocessError, ValueError) as exc:
                     print(f"   {server_name} failed: {exc}", flush=True)
                     result = {"error": str(exc)}
@@ -326,7 +331,15 @@ def run(args: argparse.Namespace, redis_url: str, workdir: Path) -> dict[str, An
 
 
 def run_one(name: str, server_name: str, args: argparse.Namespace, node_dir: Path,
-            peer_js: Path | None, redis_url: str, prefix: str, workdir: Path) -> dict[str, Any]:
+            peer_js: Path | None, redis_url: str, prefix: str, workdir: Path,
+            baseline: Path | None = None) -> dict[str, Any]:
+    if server_name == "baseline":
+        assert baseline is not None
+        try:
+            with start_ysync(redis_url, prefix, workdir, None, source=baseline) as server:
+                return _checked(server, name, args, node_dir, workdir, redis_url)
+        finally:
+            delete_prefix(redis_url, prefix)
     if server_name == "ysync":
         profile = Path(args.profile) / f"ysync-{name}.prof" if args.profile else None
         for folder in (args.profile, args.py_spy):
@@ -362,10 +375,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ysync-load-") as tmp, contextlib.ExitStack() as st:
         workdir = Path(tmp)
         redis_url = args.redis
-        if "ysync" in args.servers and (redis_url == "private" or not redis_answers(redis_url)):
+        wants_redis = "ysync" in args.servers or args.baseline
+        if wants_redis and (redis_url == "private" or not redis_answers(redis_url)):
             redis_url = st.enter_context(private_redis(workdir))
             print(f"-- using a private redis-server at {redis_url}", flush=True)
-        report = run(args, redis_url, workdir)
+        baseline = None
+        if args.baseline:
+            baseline = st.enter_context(baseline_checkout(args.baseline, workdir))
+            args.servers.append("baseline")
+        report = run(args, redis_url, workdir, baseline)
         report["redis"] = redis_url
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

@@ -61,15 +61,17 @@ class LoadedDoc:
         whole document). Raises UpdateFormatError for a malformed state vector."""
         if state_vector in (b"", b"\x00"):
             return self.full_update
-        if len(self.full_update) <= _INLINE_DIFF_BYTES:
+        if len(self.full_update) <= _INLINE_BYTES:
             return diff_v1(self.full_update, state_vector)
         return await anyio.to_process.run_sync(diff_v1, self.full_update, state_vector,
                                                cancellable=True)
 
 
-#: Documents up to this size (v1 bytes) are diffed on the event loop (well under a millisecond);
-#: larger ones in a worker process, so that a large document never stalls the other rooms.
-_INLINE_DIFF_BYTES = 32 * 1024
+#: Documents up to this size (bytes of snapshot and stream, and stream entries) are assembled
+#: and diffed on the event loop (a few milliseconds at most, less than a worker process's round
+#: trip); larger ones in a worker process, so that a large document never stalls other rooms.
+_INLINE_BYTES = 32 * 1024
+_INLINE_MESSAGES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +128,10 @@ async def load_doc(
 ) -> LoadedDoc:
     """Load (room, docid) into a document (built in a worker thread)."""
     sources = await read_doc_sources(client, storage, prefix, room, docid)
-    built = await anyio.to_process.run_sync(build_from_sources, sources, cancellable=True)
+    size = len(sources.snapshot_v2 or b"") + sum(map(len, sources.messages))
+    if size <= _INLINE_BYTES and len(sources.messages) <= _INLINE_MESSAGES:
+        built = build_from_sources(sources)
+    else:
+        built = await anyio.to_process.run_sync(build_from_sources, sources, cancellable=True)
     return LoadedDoc(built.full_update, built.state_vector, built.awareness, sources.last_id,
                      sources.references, built.changed, built.skipped)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-SERVERS = ("ysync", "peer")
+SERVERS = ("ysync", "peer", "baseline")
 
 #: The JavaScript y-redis server (uWebSockets) on this 2-core machine, from the product brief.
 REFERENCE: dict[str, dict[str, float]] = {
@@ -97,10 +97,15 @@ def table(name: str, title: str, results: dict[str, Any], *, markdown: bool = Fa
     ref = REFERENCE.get(name, {})
     rows = [(label, fmt(lookup(results.get("ysync"), key)), fmt(lookup(results.get("peer"), key)),
              fmt(rel.get(key)), fmt(ref.get(key))) for key, label in ROWS[name]]
-    header = ("metric", "ysync", "peer", "ysync/peer", "y-redis (brief)")
+    header: tuple[str, ...] = ("metric", "ysync", "peer", "ysync/peer", "y-redis (brief)")
+    if results.get("baseline"):
+        header += ("baseline", "ysync/baseline")
+        for i, (key, _label) in enumerate(ROWS[name]):
+            ours, before = lookup(results.get("ysync"), key), lookup(results.get("baseline"), key)
+            rows[i] += (fmt(before), fmt(ours / before if ours is not None and before else None))
     if markdown:
         lines = [f"**{title}**", "", "| " + " | ".join(header) + " |",
-                 "|---" + "|--:" * 4 + "|"]
+                 "|---" + "|--:" * (len(header) - 1) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
     else:
         lines = [f"== {title} ==", _plain_row(header)] + [_plain_row(row) for row in rows]

@@ -89,10 +89,13 @@ class Server:
 
 @contextlib.contextmanager
 def start_ysync(redis_url: str, prefix: str, workdir: Path,
-                profile: Path | None) -> Iterator[Server]:
+                profile: Path | None, source: Path | None = None) -> Iterator[Server]:
+    """``ysync serve`` on memory storage; ``source``: a checkout of another ysync to run."""
     env = dict(os.environ, REDIS=redis_url, REDIS_PREFIX=prefix, YSYNC_STORAGE_KIND="memory",
                YSYNC_WORKER_ENABLED="no", LOG="warning", PYTHONUNBUFFERED="1")
     env.pop("PORT", None)
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
     command = [sys.executable]
     if profile is not None:
         command += ["-m", "cProfile", "-o", str(profile)]
@@ -103,10 +106,24 @@ def start_ysync(redis_url: str, prefix: str, workdir: Path,
                                 stderr=log, text=True)
     try:
         url = _read_ready_line(proc, timeout=30)
-        yield Server("ysync", proc, url, log_path)
+        yield Server("ysync" if source is None else "baseline", proc, url, log_path)
     finally:
         stop_process(proc)
 
+
+
+@contextlib.contextmanager
+def baseline_checkout(ref: str, workdir: Path) -> Iterator[Path]:
+    """A detached git worktree of this repository at ``ref``, removed afterwards."""
+    root = LOAD_DIR.parent.parent
+    path = workdir / "baseline"
+    subprocess.run(["git", "worktree", "add", "--detach", str(path), ref], cwd=root, check=True,
+                   capture_output=True, timeout=60)
+    try:
+        yield path
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=root,
+                       check=False, capture_output=True, timeout=60)
 
 
 def _read_ready_line(proc: subprocess.Popen[str], timeout: float) -> str:
