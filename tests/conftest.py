@@ -102,3 +102,20 @@ def prefix(redis_url: str) -> Iterator[str]:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def yredis_peer_dir() -> Path:
+    """The install folder of the JavaScript y-redis 0.1.6 peer (tests/yredis_peer.py finds it):
+    ``$YSYNC_YREDIS_PEER``, else what ``../shared/peers/y-redis-0.1.6/setup`` installs; skipped
+    when there is neither, failed when the setup fails."""
+    import yredis_peer
+
+    try:
+        folder = yredis_peer.locate()
+    except yredis_peer.PeerSetupError as exc:
+        pytest.fail(f"the y-redis peer cannot be used: {exc}", pytrace=False)
+    if folder is None:
+        pytest.skip(f"no y-redis {yredis_peer.VERSION} peer: set ${yredis_peer.ENV_VAR} to its "
+                    f"install folder, or provide {yredis_peer.SETUP}")
+    return folder

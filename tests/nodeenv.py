@@ -4,7 +4,8 @@ The folder is ``$YSYNC_NODE_CACHE`` (default ``~/.cache/ysync-node``) plus a has
 ``tests/node/package.json``, so a changed package list installs afresh and an unchanged one is
 installed once per machine. Node scripts of the tests live in ``tests/node/``; they find the
 packages because they are copied next to the installed ``node_modules`` (ES modules ignore
-``NODE_PATH``) and run from there. Another folder with its own ``package.json`` and scripts
+``NODE_PATH``) and run from there: a folder per set of scripts, so that checkouts with other
+scripts can share the cache. Another folder with its own ``package.json`` and scripts
 (``tests/browser``) is installed the same way with ``install(folder)``.
 """
 
@@ -45,7 +46,19 @@ def install(folder: Path = NODE_DIR) -> Path:
                 timeout=600,
             )
             (target / "node_modules" / ".ysync-complete").write_text("ok")
-        # scripts change more often than packages: always copy the current ones
-        for script in folder.glob("*.mjs"):
-            shutil.copyfile(script, target / script.name)
-    return target
+        # Scripts change more often than packages, and checkouts with other scripts may share
+        # the cache: each set of scripts gets a folder of its own below the packages (Node finds
+        # ../node_modules, and the link keeps node_dir / "node_modules" working).
+        scripts = sorted(folder.glob("*.mjs"))
+        script_digest = hashlib.sha256(
+            b"".join(p.name.encode() + b"\0" + p.read_bytes() + b"\0" for p in scripts)
+        ).hexdigest()[:16]
+        own = target / "scripts" / script_digest
+        if not (own / ".ysync-complete").exists():
+            own.mkdir(parents=True, exist_ok=True)
+            for script in scripts:
+                shutil.copyfile(script, own / script.name)
+            if not (own / "node_modules").exists():
+                (own / "node_modules").symlink_to(target / "node_modules")
+            (own / ".ysync-complete").write_text("ok")
+    return own

@@ -21,6 +21,32 @@ const snapshot = (doc) => ({
   arr: doc.getArray('arr').toJSON()
 })
 
+// {"$bytes": [..]} in a JSON command stands for a Uint8Array (revive); dumps write Uint8Arrays
+// back in that form (plain), so binary values compare as byte lists
+const revive = (v) => {
+  if (Array.isArray(v)) return v.map(revive)
+  if (v !== null && typeof v === 'object') {
+    const keys = Object.keys(v)
+    if (keys.length === 1 && keys[0] === '$bytes') return Uint8Array.from(v.$bytes)
+    return Object.fromEntries(keys.map(k => [k, revive(v[k])]))
+  }
+  return v
+}
+const plain = (v) => {
+  if (v instanceof Uint8Array) return { $bytes: Array.from(v) }
+  if (Array.isArray(v)) return v.map(plain)
+  if (v !== null && typeof v === 'object') return Object.fromEntries(Object.keys(v).map(k => [k, plain(v[k])]))
+  return v
+}
+// a shared type as JSON, the keys of each Y.Map sorted: a Y.Map's key order is the order its
+// entries reached this replica, not part of the document; values (JSON objects) stay as decoded
+const typeJSON = (v) => {
+  if (v instanceof Y.Map) return Object.fromEntries(Array.from(v.keys()).sort().map(k => [k, typeJSON(v.get(k))]))
+  if (v instanceof Y.Array) return v.toArray().map(typeJSON)
+  if (v instanceof Y.AbstractType) return v.toJSON()
+  return plain(v)
+}
+
 const ops = {
   open ({ name, url, room, params = {}, protocols = [], clientID, awareness, resync }) {
     const doc = new Y.Doc()
@@ -69,6 +95,35 @@ const ops = {
       for (let n = 0; n < size; n += chunk) t.insert(t.length, piece)
     })
     return t.length
+  },
+  // content whose encoding matters: key order of JSON objects, formats, embeds, binary values
+  mapSetRich ({ name, key, value }) { get(name).doc.getMap('map').set(key, revive(value)) },
+  mapSetSubmap ({ name, key, entries }) {
+    const doc = get(name).doc
+    doc.transact(() => {
+      const sub = new Y.Map()
+      doc.getMap('map').set(key, sub)
+      for (const [k, v] of Object.entries(entries)) sub.set(k, revive(v))
+    })
+  },
+  arrayPushRich ({ name, values }) { get(name).doc.getArray('arr').push(revive(values)) },
+  insertFormatted ({ name, index = null, text, attrs }) {
+    const t = get(name).doc.getText('text')
+    t.insert(index ?? t.length, text, revive(attrs))
+  },
+  insertEmbed ({ name, index = null, embed, attrs }) {
+    const t = get(name).doc.getText('text')
+    t.insertEmbed(index ?? t.length, revive(embed), attrs == null ? {} : revive(attrs))
+  },
+  // the shared types as JSON.stringify prints them here (the key order of JSON objects included,
+  // Y.Map keys sorted; bytes as $bytes)
+  dump ({ name }) {
+    const doc = get(name).doc
+    return {
+      map: JSON.stringify(typeJSON(doc.getMap('map'))),
+      arr: JSON.stringify(typeJSON(doc.getArray('arr'))),
+      text: JSON.stringify(plain(doc.getText('text').toDelta()))
+    }
   },
   get ({ name }) { return snapshot(get(name).doc) },
   textLength ({ name }) { return get(name).doc.getText('text').length },
