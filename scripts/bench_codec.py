@@ -1,12 +1,14 @@
 """Speed of ysync.updates against yjs's own converters, on one large document.
 
-    .venv/bin/python scripts/bench_codec.py [--mb 5] [--repeat 3] [--seed 1]
+    .venv/bin/python scripts/bench_codec.py [--mb 5] [--repeat 3] [--seed 1] [--pure]
 
 Builds a document of about ``--mb`` MB (v1) with the real yjs in Node.js (three clients
 typing, deleting, formatting; tests/node/updates_bench.mjs), times Yjs converting it both ways,
-merging two halves and reading its state vector, then times ysync.updates on the same bytes
-(checking they give the same bytes), and prints MB/s (of input) for each and the ratio of the
-times (ysync / yjs).
+merging two halves, reading its state vector and diffing it against the first half's state
+vector, then times ysync.updates on the same bytes (checking they give the same bytes), and
+prints MB/s (of input) for each and the ratio of the times (ysync / yjs). The codec runs as
+installed (compiled by mypyc when the build could: ``ysync.updates.COMPILED``), or from its
+Python sources with ``--pure``.
 Not a test: the numbers depend on the machine. Building the document takes a minute.
 """
 
@@ -25,9 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from ysync.updates import merge_v2, state_vector_from_v2, v1_to_v2, v2_to_v1  # noqa: E402
-
 import nodeenv  # noqa: E402
+import updates_source  # noqa: E402
 
 
 def _best(repeat: int, run: Callable[[], bytes]) -> tuple[float, bytes]:
@@ -45,7 +46,12 @@ def main() -> None:
     parser.add_argument("--mb", type=float, default=5.0, help="size of the document (v1), MB")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measure (best counts)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--pure", action="store_true", help="run the codec's Python sources")
     args = parser.parse_args()
+    if args.pure:
+        updates_source.use_sources()
+    import ysync.updates
+    from ysync.updates import diff_v2, merge_v2, state_vector_from_v2, v1_to_v2, v2_to_v1
 
     node_dir = nodeenv.install()
     with tempfile.TemporaryDirectory(prefix="ysync-bench-codec-") as tmp:
@@ -67,6 +73,7 @@ def main() -> None:
         v1 = (out / "doc.v1").read_bytes()
         v2 = (out / "doc.v2").read_bytes()
         parts = [(out / "part0.v2").read_bytes(), (out / "part1.v2").read_bytes()]
+        sv_half = (out / "sv_half").read_bytes()
         measures = [
             ("v1 -> v2", len(v1), yjs["v1_to_v2_s"], lambda: v1_to_v2(v1), "yjs.v1_to_v2"),
             ("v2 -> v1", len(v2), yjs["v2_to_v1_s"], lambda: v2_to_v1(v2), "yjs.v2_to_v1"),
@@ -78,7 +85,10 @@ def main() -> None:
                 "yjs.merged",
             ),
             ("state vector", len(v2), yjs["sv_s"], lambda: state_vector_from_v2(v2), None),
+            ("diff v2", len(v2), yjs["diff_s"], lambda: diff_v2(v2, sv_half), "yjs.diff"),
         ]
+        build = "compiled (mypyc)" if ysync.updates.COMPILED else "pure Python"
+        print(f"ysync.updates: {build}, Python {sys.version.split()[0]}")
         print(f"document: v1 {len(v1) / 1e6:.2f} MB, v2 {len(v2) / 1e6:.2f} MB")
         print(f"{'':14}{'ysync MB/s':>12}{'yjs MB/s':>12}{'time ratio':>12}  same bytes")
         for name, size, yjs_s, run, expected in measures:

@@ -7,7 +7,8 @@
 // Yjs's conversions of them (yjs.v1_to_v2, yjs.v2_to_v1, yjs.merged), and
 // prints one JSON line: sizes and the best of --repeat timings (seconds) of
 // Y.convertUpdateFormatV1ToV2, Y.convertUpdateFormatV2ToV1, Y.mergeUpdatesV2 (of <out>/part0.v2,
-// the document at half its size, and <out>/part1.v2, the rest) and Y.encodeStateVectorFromUpdateV2.
+// the document at half its size, and <out>/part1.v2, the rest), Y.encodeStateVectorFromUpdateV2 and
+// Y.diffUpdateV2 (of the document against <out>/sv_half, the state vector of part0.v2; yjs.diff).
 import * as Y from 'yjs'
 import * as prng from 'lib0/prng'
 import { writeFileSync } from 'node:fs'
@@ -96,4 +97,8 @@ const mergeInput = [early, Y.encodeStateAsUpdateV2(docs[0], Y.encodeStateVectorF
 mergeInput.forEach((u, i) => writeFileSync(join(out, `part${i}.v2`), u))
 writeFileSync(join(out, 'yjs.merged'), Y.mergeUpdatesV2(mergeInput))
 result.merge_s = best(() => Y.mergeUpdatesV2(mergeInput))
+const svHalf = Y.encodeStateVectorFromUpdateV2(early)
+writeFileSync(join(out, 'sv_half'), svHalf)
+writeFileSync(join(out, 'yjs.diff'), Y.diffUpdateV2(v2, svHalf))
+result.diff_s = best(() => Y.diffUpdateV2(v2, svHalf))
 process.stdout.write(JSON.stringify(result) + '\n')

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import math
 import tracemalloc
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +20,8 @@ from hypothesis import strategies as st
 
 from ysync.errors import UpdateFormatError
 from ysync.updates import merge_v2, state_vector_from_v2, v1_to_v2, v2_to_v1
+from ysync.updates.structs import EMBED, FORMAT
+from ysync.updates.v2 import decode_v2
 
 from conftest import seconds
 
@@ -81,13 +84,36 @@ def _check(convert: object, data: bytes) -> bytes | None:
     return out
 
 
+def _non_finite(value: object) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_non_finite(v) for v in value)
+    return False
+
+
+def _holds_non_finite_json(update_v2: bytes) -> bool:
+    """Whether an embed or formatting value (JSON in v1) is Infinity or NaN."""
+    return any(
+        struct[0] in (EMBED, FORMAT) and _non_finite(struct[6])
+        for _, _, structs in decode_v2(update_v2).sections for struct in structs
+    )
+
+
 @FUZZ
 @given(st.one_of(mutated(SEEDS_V1), st.binary(max_size=300)))
 def test_v1_input(data: bytes) -> None:
     v2 = _check(v1_to_v2, data)
     if v2 is not None:  # what we write we read, and converting again changes nothing
         v1 = v2_to_v1(v2)
-        assert v1_to_v2(v1) == v2
+        again = v1_to_v2(v1)
+        # JSON text of an overflowing number ("1e999") parses to Infinity, which v2 keeps as a
+        # float and v1 can only write as null (JSON.stringify), as in Yjs: from then on it is
+        # null; everything else survives the first round trip unchanged
+        assert again == v2 or _holds_non_finite_json(v2)
+        assert v2_to_v1(again) == v1
         assert state_vector_from_v2(v2) is not None
 
 

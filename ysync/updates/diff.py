@@ -11,7 +11,7 @@ half), everything after it from the same client is kept, and the delete set is k
 from __future__ import annotations
 
 from ysync.errors import UpdateFormatError
-from ysync.updates.lib0 import read_varuint
+from ysync.updates.lib0 import BytesLike, read_varuint
 from ysync.updates.merge import slice_block
 from ysync.updates.structs import SKIP, Section, Struct, Update, gc_paused
 from ysync.updates.v1 import decode_v1, encode_v1
@@ -20,7 +20,7 @@ from ysync.updates.v2 import decode_v2, encode_v2
 __all__ = ["decode_state_vector", "diff_v1", "diff_v2"]
 
 
-def decode_state_vector(state_vector: bytes) -> dict[int, int]:
+def decode_state_vector(state_vector: BytesLike) -> dict[int, int]:
     """Read a (v1-encoded) state vector as ``Y.decodeStateVector``: client -> next clock.
 
     A client listed twice keeps its last clock and bytes after the entries are ignored, as
@@ -68,7 +68,7 @@ def _diff_sections(sections: list[Section], clocks: dict[int, int]) -> list[Sect
     return kept
 
 
-def diff_v2(update: bytes, state_vector: bytes) -> bytes:
+def diff_v2(update: BytesLike, state_vector: BytesLike) -> bytes:
     """The part of a v2 update not covered by ``state_vector``, as ``Y.diffUpdateV2``.
 
     ``state_vector`` is v1-encoded (``Y.encodeStateVector``, :func:`state_vector_from_v2`).
@@ -82,7 +82,7 @@ def diff_v2(update: bytes, state_vector: bytes) -> bytes:
         return encode_v2(Update(_diff_sections(decoded.sections, clocks), decoded.delete_set))
 
 
-def diff_v1(update: bytes, state_vector: bytes) -> bytes:
+def diff_v1(update: BytesLike, state_vector: BytesLike) -> bytes:
     """The part of a v1 update not covered by ``state_vector``, as ``Y.diffUpdate``.
 
     Like :func:`diff_v2`, for v1 updates.

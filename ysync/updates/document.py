@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ysync.errors import UpdateFormatError
 from ysync.updates.gc import collect_garbage
-from ysync.updates.lib0 import write_varuint
+from ysync.updates.lib0 import BytesLike, write_varuint
 from ysync.updates.merge import merge_decoded, merge_delete_sets
 from ysync.updates.structs import SKIP, DeleteSet, Update, gc_paused
 from ysync.updates.v1 import decode_v1, encode_v1
@@ -68,7 +68,7 @@ def _merge_many(parts: list[Update]) -> Update:
     return merge_decoded([head, merge_decoded(rest)])
 
 
-def assemble(snapshot_v2: bytes | None, updates_v1: Sequence[bytes]) -> Assembled:
+def assemble(snapshot_v2: BytesLike | None, updates_v1: Sequence[BytesLike]) -> Assembled:
     """Merge a stored snapshot (v2) and stream updates (v1) into one decoded update.
 
     A stream update that does not decode is left out and counted in ``invalid``; a snapshot

@@ -46,9 +46,10 @@ from ysync.updates.structs import (
 #: Content that ``mergeWith`` joins (ContentDeleted, ContentString, ContentAny, ContentJSON).
 _MERGEABLE = frozenset((DELETED, STRING, ANY, JSON))
 
-# What an item's parent resolves to: a root type name, the id of a type's item, or unknown.
-_UNKNOWN = ("?",)
-_IN_GC = ("gc",)
+# What an item's parent resolves to: a root type name, the id of a type's item, or one of these
+# (plain ints, compared with ==: a compiled build does not keep tuple constants' identity).
+_UNKNOWN = 0
+_IN_GC = 1
 
 
 class _Client:
@@ -186,10 +187,10 @@ class _Resolver:
         path: list[ID] = []
         answer = False
         while True:
-            if parent is _IN_GC:
+            if parent == _IN_GC:
                 answer = True
                 break
-            if parent is _UNKNOWN or not isinstance(parent, tuple):
+            if not isinstance(parent, tuple):
                 break  # unknown, or a root type: never collected
             cached = self._dead.get(parent)
             if cached is not None:

@@ -24,7 +24,9 @@ import json
 import math
 import re
 import struct
-from typing import Any
+from typing import Any, ClassVar
+
+from mypy_extensions import mypyc_attr
 
 from ysync.errors import UpdateFormatError
 from ysync.updates.lib0 import (
@@ -44,13 +46,14 @@ _BITS31 = 2**31 - 1
 _F32 = struct.Struct(">f")
 _F64 = struct.Struct(">d")
 _I64 = struct.Struct(">q")
-_SURROGATE = re.compile("[\ud800-\udfff]")
+# chr(): mypyc cannot hold a surrogate in a string literal
+_SURROGATE = re.compile(f"[{chr(0xD800)}-{chr(0xDFFF)}]")
 
 
 class _Undefined:
     """JavaScript ``undefined``."""
 
-    _instance: _Undefined | None = None
+    _instance: ClassVar[_Undefined | None] = None
 
     def __new__(cls) -> _Undefined:
         if cls._instance is None:
@@ -64,6 +67,7 @@ class _Undefined:
 UNDEFINED = _Undefined()
 
 
+@mypyc_attr(native_class=False)  # mypyc compiles no subclass of int otherwise
 class BigInt(int):
     """A JavaScript BigInt (lib0 type 122), as opposed to a number."""
 

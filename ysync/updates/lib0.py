@@ -29,8 +29,11 @@ MAX_SAFE_INTEGER = 2**53 - 1
 
 #: A JavaScript string: valid UTF-8 ``bytes``, or a ``str`` holding a lone surrogate.
 JsString = bytes | str
+#: What the public functions take as an update: any bytes-like object.
+BytesLike = bytes | bytearray | memoryview
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# chr(): mypyc cannot hold a surrogate in a string literal
+_LONE_SURROGATE = re.compile(f"[{chr(0xD800)}-{chr(0xDFFF)}]")
 _ASTRAL = re.compile("[\U00010000-\U0010ffff]")
 #: ``bytes.translate`` table argument that deletes every byte except UTF-8 4-byte lead bytes.
 _ALL_BUT_ASTRAL_LEADS = bytes(range(0xF0)) + bytes(range(0xF5, 0x100))

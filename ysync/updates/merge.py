@@ -14,7 +14,7 @@ from typing import Any
 
 from ysync.errors import UpdateFormatError
 from ysync.updates.jsvalues import read_any
-from ysync.updates.lib0 import JsString, js_from_utf16
+from ysync.updates.lib0 import BytesLike, JsString, js_from_utf16
 from ysync.updates.structs import (
     ANY,
     DELETED,
@@ -205,7 +205,7 @@ def _sort(readers: list[_Reader]) -> None:
     readers.sort(key=_order)  # a consistent order: every stable sort agrees
 
 
-def merge_v2(updates: Sequence[bytes]) -> bytes:
+def merge_v2(updates: Sequence[BytesLike]) -> bytes:
     """Merge v2 updates into one v2 update, byte for byte as ``Y.mergeUpdatesV2``.
 
     The result holds every struct and deletion of the inputs, missing parts included (as
@@ -219,7 +219,7 @@ def merge_v2(updates: Sequence[bytes]) -> bytes:
         return encode_v2(merge_decoded([decode_v2(bytes(u)) for u in updates]))
 
 
-def merge_v1(updates: Sequence[bytes]) -> bytes:
+def merge_v1(updates: Sequence[BytesLike]) -> bytes:
     """Merge v1 updates into one v1 update, byte for byte as ``Y.mergeUpdates``.
 
     Like :func:`merge_v2`, for v1 updates.
@@ -257,10 +257,11 @@ def merge_decoded(decoded: Sequence[Update]) -> Update:
             break
         _sort(readers)
         reader = readers[0]
-        assert reader.curr is not None
-        first_client = reader.curr[0]
+        head = reader.curr  # not reader.curr narrowed: mypyc would check reader.next() is not None
+        assert head is not None
+        first_client = head[0]
         if current is not None:
-            curr: Block | None = reader.curr
+            curr: Block | None = head
             iterated = False
             end = current[1] + current[2]
             while curr is not None and curr[1] + curr[2] <= end and curr[0] >= current[0]:
@@ -293,7 +294,7 @@ def merge_decoded(decoded: Sequence[Update]) -> Update:
                     current = curr
                     reader.next()
         else:
-            current = reader.curr
+            current = head
             reader.next()
         assert current is not None
         nxt: Block | None = reader.curr

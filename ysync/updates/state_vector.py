@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from ysync.errors import UpdateFormatError
 from ysync.updates.jsvalues import json_parse, normalize_doc_options, read_any, skip_any
-from ysync.updates.lib0 import js_to_str, read_var_bytes, read_varuint, write_varuint
+from ysync.updates.lib0 import (
+    BytesLike,
+    js_to_str,
+    read_var_bytes,
+    read_varuint,
+    write_varuint,
+)
 from ysync.updates.structs import (
     ANY,
     BINARY,
@@ -140,7 +146,7 @@ def _scan(data: bytes) -> list[_Section]:
     return sections
 
 
-def state_vector_from_v2(update: bytes) -> bytes:
+def state_vector_from_v2(update: BytesLike) -> bytes:
     """The v1-encoded state vector of a v2 update, as ``Y.encodeStateVectorFromUpdateV2``.
 
     (What y-redis stores beside a snapshot.) Raises :class:`~ysync.errors.UpdateFormatError`
