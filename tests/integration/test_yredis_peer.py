@@ -30,11 +30,11 @@ import psycopg
 import pytest
 import redis.asyncio as aioredis
 from psycopg import sql
-from yredis_peer import ChildProcess, YRedisServer, yredis_server, yredis_worker
 
 from ysync.auth import generate_keypair, load_private_key, mint_token
 
 from harness import REPO, NodeClients, ServerProcess, running_server, wait_until
+from yredis_peer import ChildProcess, YRedisServer, yredis_server, yredis_worker
 
 pytestmark = [pytest.mark.anyio, pytest.mark.node, pytest.mark.slow,
               pytest.mark.usefixtures("yredis_peer_dir")]
