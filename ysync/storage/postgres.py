@@ -5,6 +5,9 @@ Table ``yredis_docs_v1 (room text, doc text, r SERIAL, update bytea, sv bytea,
 PRIMARY KEY (room, doc, r))``, created if missing. One row per snapshot: ``update`` is a v2
 update, ``sv`` its state vector (v1 encoding), ``r`` the reference (shown as a decimal string).
 ``room`` and ``doc`` hold the names as they are (not URI-encoded), as y-redis stores them.
+They need no shortening: ``text`` has no length limit, and the primary key's index takes rows of
+up to about 2.7 kB, far above the 256-byte rooms a ysync server accepts (nor can an accepted
+room hold the NUL that ``text`` refuses).
 
 One connection serves the process, one statement at a time (a lock); a broken connection is
 replaced on the next call. Every statement has a timeout.
@@ -73,8 +76,10 @@ class PostgresStorage(Storage):
             return  # checked first, as y-redis does, to avoid a notice when it exists
         try:
             await conn.execute(_CREATE_TABLE)
-        except (pg_errors.UniqueViolation, pg_errors.DuplicateTable):
-            pass  # another process created it at the same moment
+        except (pg_errors.UniqueViolation, pg_errors.DuplicateTable, pg_errors.DuplicateObject):
+            # another process created it at the same moment (PostgreSQL then reports the
+            # table, its row type or its index as existing, depending on who was first)
+            return
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
