@@ -5,7 +5,8 @@ exits, for cron and Kubernetes CronJobs. SIGTERM or SIGINT lets the tasks in han
 exits 0; a second signal stops at once.
 
 Exit status: 0 done; 1 a task or Redis/storage failed (``--once``) or a start-up error; 2 bad
-configuration (e.g. no Redis URL).
+configuration (no Redis URL, no storage chosen, or a storage other than that of a live server or
+worker of the prefix: ysync.storage.fingerprint).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import redis.asyncio as aioredis
 from workers.compactor import Worker
 from ysync.config import Config, load_config
 from ysync.errors import ConfigError, YsyncError
+from ysync.logs import basic_config
 from ysync.storage.factory import open_storage
+from ysync.storage.fingerprint import ROLE_WORKER, announced_storage
 
 log = logging.getLogger("ysync.worker")
 
@@ -39,7 +42,10 @@ cron or a Kubernetes CronJob, e.g. every minute:
 Settings come from the config file (--config, $YSYNC_CONFIG or ./config.toml) and the
 environment: REDIS (required), REDIS_PREFIX, REDIS_TASK_DEBOUNCE, REDIS_MIN_MESSAGE_LIFETIME,
 POSTGRES, YDOC_UPDATE_CALLBACK, LOG, and YSYNC_<SECTION>_<KEY> for every setting
-(e.g. YSYNC_STORAGE_KIND=gcs YSYNC_STORAGE_GCS_BUCKET=my-bucket). See docs/worker.md.
+(e.g. YSYNC_STORAGE_KIND=gcs YSYNC_STORAGE_GCS_BUCKET=my-bucket). A storage is required:
+POSTGRES, or storage.kind (YSYNC_STORAGE_KIND) filesystem, gcs or postgres - the one the
+servers of the prefix use (a different one is refused); memory only by name, for tests.
+See docs/worker.md.
 """
 
 
@@ -64,14 +70,14 @@ async def run_worker(config: Config, *, once: bool, consumer: str | None = None)
         config.redis.url, socket_timeout=config.redis.timeout,
         socket_connect_timeout=config.redis.timeout)
     try:
-        async with open_storage(config) as storage:
-            if config.storage_kind == "memory":
-                log.warning("ATTENTION! using the in-memory store: snapshots are lost when "
-                            "this process exits (set POSTGRES or YSYNC_STORAGE_KIND)")
+        # refused (ConfigError) when a live server or worker of the prefix uses another storage
+        async with announced_storage(config, config.redis.url, ROLE_WORKER) as announcer, \
+                open_storage(config) as storage:
             worker = Worker(client, storage, config, consumer)
             error: YsyncError | None = None
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_stop_on_signal, worker, tg.cancel_scope)
+                tg.start_soon(announcer.keep_fresh)
                 try:
                     await worker.run(once=once)
                 except YsyncError as exc:
@@ -108,11 +114,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "ysync-worker needs a Redis URL: set REDIS (or redis.url in the config file), "
                 "e.g. REDIS=redis://localhost:6379. (Without Redis, `ysync serve` runs the "
                 "worker in-process with its embedded Redis.)")
+        config.storage_kind  # noqa: B018 - refuses a missing storage before anything starts
     except ConfigError as exc:
         print(f"ysync-worker: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=config.log.level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    basic_config(level=config.log.level.upper(),  # logging.basicConfig + safe lines
+                 format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return anyio.run(lambda: run_worker(config, once=args.once, consumer=args.consumer))
     except ConfigError as exc:

@@ -14,11 +14,19 @@ XAUTOCLAIM and
 Nothing is trimmed before it is persisted, and a snapshot is only deleted by the worker that
 merged it into a newer persisted one, so any number of workers (ysync's and y-redis's) can share
 a queue: a crash or a race costs at most a duplicate snapshot or a duplicate task, never data.
+A persist that fails or times out, and a stored snapshot that does not decode, fail the task:
+nothing is merged or trimmed, and the task is claimed again after the debounce.
+
+For tests only, ``$YSYNC_TEST_FAULT`` (read once, at import) names one of :data:`FAULT_POINTS`:
+the process kills itself (SIGKILL) when a compaction reaches that point, so that the fault
+tests can stop a worker at each step (tests/faults/). Unset, each point costs a ``None`` check.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import uuid
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
@@ -31,8 +39,9 @@ import redis.exceptions as redis_errors
 
 from workers.callback import send_update
 from ysync.config import Config
-from ysync.docs import compact_sources, read_doc_sources
-from ysync.errors import BusError, YsyncError
+from ysync.docs import DocSources, compact_sources, read_doc_sources
+from ysync.errors import BusError, ConfigError, StorageError, UpdateFormatError, YsyncError
+from ysync.metrics import WorkerMetrics
 from ysync.storage.base import Storage
 from ysync.streams import (
     Scripts,
@@ -50,6 +59,22 @@ T = TypeVar("T")
 PENDING_CONSUMER = "pending"
 #: XREADGROUP COUNT when re-queueing, as y-redis.
 _REQUEUE_READ_COUNT = 50
+
+#: The steps of a compaction at which ``$YSYNC_TEST_FAULT`` can kill the worker, in order:
+#: before persisting the new snapshot; after persisting it, before deleting the snapshots it
+#: merged; after deleting them, before trimming the stream; after the transaction that trims
+#: the stream and re-queues the task (one MULTI: no state lies between the two).
+FAULT_POINTS = ("before-persist", "after-persist", "after-delete", "after-trim")
+FAULT_ENV = "YSYNC_TEST_FAULT"
+#: For tests only (see the module docstring); ``None`` in production.
+_FAULT: str | None = os.environ.get(FAULT_ENV) or None
+
+
+def _crash_at(point: str) -> None:
+    """Kill this process at once, without any clean-up, if ``$YSYNC_TEST_FAULT`` is ``point``."""
+    if _FAULT == point:
+        log.warning("%s=%s: killing this worker process (SIGKILL)", FAULT_ENV, point)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +116,19 @@ class Worker:
     """Compacts room streams of ``config.redis.prefix`` into ``storage``.
 
     ``client`` must return bytes (``decode_responses=False``). ``consumer`` names this worker in
-    the consumer group; by default a random UUID, like y-redis's workers.
+    the consumer group; by default a random UUID, like y-redis's workers. ``metrics``: where
+    the worker counts tasks and failures (the server's registry when it runs in-process; its
+    own by default).
     """
 
     def __init__(self, client: aioredis.Redis, storage: Storage, config: Config,
-                 consumer: str | None = None) -> None:
+                 consumer: str | None = None, *, metrics: WorkerMetrics | None = None) -> None:
+        if _FAULT is not None:
+            if _FAULT not in FAULT_POINTS:
+                raise ConfigError(f"{FAULT_ENV}={_FAULT!r} is not a fault point "
+                                  f"({', '.join(FAULT_POINTS)}); it is for tests only")
+            log.warning("%s=%s: this worker kills itself at that step of a compaction "
+                        "(for tests only)", FAULT_ENV, _FAULT)
         self.client = client
         self.storage = storage
         self.config = config
@@ -106,6 +139,7 @@ class Worker:
         self.failures = 0
         #: tasks handled (compacted or removed) since start
         self.completed = 0
+        self.metrics = metrics if metrics is not None else WorkerMetrics()
         self._scripts = Scripts(client, self.prefix)
         self._group_ready = False
         self._stopping = anyio.Event()
@@ -234,10 +268,12 @@ class Worker:
             await self.compact(first)
         except YsyncError as exc:
             self.failures += 1
-            log.error("compacting %s (task %s) failed, it will be retried: %s",
-                      first.stream_key, first.id, exc)
+            self.metrics.task_failures.inc()
+            log.error("compacting %s (task %s) failed, it will be retried after %d ms: %s",
+                      first.stream_key, first.id, self.config.redis.task_debounce, exc)
             return
         self.completed += 1
+        self.metrics.tasks_completed.inc()
         if duplicates:
             ids = [str(task.id) for task in duplicates]
             try:
@@ -252,6 +288,7 @@ class Worker:
                 log.warning("%s: keeping duplicate task(s) %s: %s", first.stream_key, ids, exc)
                 return
             self.completed += len(duplicates)
+            self.metrics.tasks_completed.inc(len(duplicates))
             log.info("%s: dropped duplicate task(s) %s", first.stream_key, ids)
 
     async def compact(self, task: Task) -> None:
@@ -270,14 +307,16 @@ class Worker:
             log.info("stream %s is empty: removed it and its task %s", key, task.id)
             return
         room, docid = parse_room_stream_key(self.prefix, key)
-        sources = await read_doc_sources(self.client, self.storage, self.prefix, room, docid)
-        snapshot = await anyio.to_process.run_sync(compact_sources, sources,
-                                                   cancellable=True)
+        sources, snapshot = await self._load_and_merge(room, docid)
         if snapshot is not None:
             if self.config.worker.update_callback:
                 await send_update(self.config.worker.update_callback, room, snapshot,
                                   call_timeout=self.config.worker.callback_timeout)
-            await self.storage.persist_doc(room, docid, snapshot)
+            if _FAULT is not None:
+                _crash_at("before-persist")
+            await self._persist(room, docid, snapshot)
+            if _FAULT is not None:
+                _crash_at("after-persist")
             if sources.references:
                 try:
                     await self.storage.delete_references(room, docid, sources.references)
@@ -285,6 +324,8 @@ class Worker:
                     # the new snapshot contains them: they only cost space until the next run
                     log.warning("%s: deleting merged snapshots %s failed: %s", key,
                                 list(sources.references), exc)
+            if _FAULT is not None:
+                _crash_at("after-delete")
         min_id = trim_min_id(sources.last_id, task.id, self.config.redis.min_message_lifetime)
 
         async def trim_and_requeue() -> None:
@@ -298,6 +339,8 @@ class Worker:
                 await pipe.execute()
 
         await self._redis(f"trimming {key}", trim_and_requeue())
+        if _FAULT is not None:
+            _crash_at("after-trim")
         if snapshot is not None:
             log.info("compacted %s (task %s): persisted %d bytes, replaced %d snapshot(s) %s, "
                      "trimmed below %d", key, task.id, len(snapshot), len(sources.references),
@@ -305,3 +348,46 @@ class Worker:
         else:
             log.info("compacted %s (task %s): nothing new to persist, trimmed below %d",
                      key, task.id, min_id)
+
+    async def _load_and_merge(self, room: str, docid: str) -> tuple[DocSources, bytes | None]:
+        """The document's sources and, if the stream added anything, the new snapshot.
+
+        Raises StorageError when storage cannot be read, and when a stored snapshot does not
+        decode: such a snapshot is never merged (nor deleted), the stream is kept whole, and
+        every retry fails the same way until the snapshot is repaired or removed.
+        """
+        try:
+            sources = await read_doc_sources(self.client, self.storage, self.prefix, room, docid)
+        except StorageError:
+            self.metrics.persist_failures.inc()
+            raise
+        except UpdateFormatError as exc:  # a backend merging several snapshots
+            self.metrics.unreadable_snapshots.inc()
+            raise StorageError(f"room {room!r} doc {docid!r}: a stored snapshot does not "
+                               f"decode ({exc}): nothing merged, nothing trimmed; repair or "
+                               f"remove the snapshot") from exc
+        try:
+            snapshot = await anyio.to_process.run_sync(compact_sources, sources,
+                                                       cancellable=True)
+        except UpdateFormatError as exc:  # stream updates that do not decode are skipped
+            self.metrics.unreadable_snapshots.inc()
+            raise StorageError(f"room {room!r} doc {docid!r}: the stored snapshot "
+                               f"{list(sources.references)} does not decode ({exc}): nothing "
+                               f"merged, nothing trimmed; repair or remove it") from exc
+        return sources, snapshot
+
+    async def _persist(self, room: str, docid: str, snapshot: bytes) -> None:
+        """``storage.persist_doc``, bounded by ``storage.timeout``; a failure is counted and
+        raised as StorageError (the caller then trims nothing)."""
+        timeout = self.config.storage.timeout
+        try:
+            with anyio.fail_after(timeout):
+                await self.storage.persist_doc(room, docid, snapshot)
+        except TimeoutError as exc:
+            self.metrics.persist_failures.inc()
+            raise StorageError(f"room {room!r} doc {docid!r}: persisting {len(snapshot)} bytes "
+                               f"timed out after {timeout} s: nothing trimmed") from exc
+        except StorageError as exc:
+            self.metrics.persist_failures.inc()
+            raise StorageError(f"room {room!r} doc {docid!r}: persisting {len(snapshot)} bytes "
+                               f"failed: nothing trimmed: {exc}") from exc

@@ -4,6 +4,8 @@ Spec section 4: each room's messages read in one XREAD are merged into at most o
 message and one awareness message, encoded once, and handed to every local connection of that
 room (the sender included). A room joins the read only after its document was loaded, at the
 loaded document's last stream id, so nothing between the load and the subscription is missed.
+When Redis lost its data (:mod:`ysync.epoch`), :meth:`Bus.restart_streams` reads every room
+again from the start of its new stream.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -23,7 +26,7 @@ from ysync.connection import websocket_frame
 from ysync.errors import BusError
 from ysync.metrics import Metrics
 from ysync.protocol import merge_stream_messages
-from ysync.streams import StreamId
+from ysync.streams import ZERO_ID, StreamId
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +85,11 @@ class Bus:
 
     def __init__(self, reader: aioredis.Redis, control: aioredis.Redis, *,
                  block_ms: int = 1000, count: int = 1000, interval_ms: float = 0.0,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None,
+                 on_reconnect: Callable[[], Awaitable[None]] | None = None) -> None:
         """``reader`` must be a single-connection client used by nothing else (it blocks);
-        ``control`` is the shared client, used to interrupt a blocked read."""
+        ``control`` is the shared client, used to interrupt a blocked read. ``on_reconnect`` is
+        awaited when Redis answers again after a failed read, before the next read."""
         self._reader = reader
         self._connection: Connection | None = None
         self._read_head = (_bulk(b"XREAD") + _bulk(b"COUNT") + _bulk(str(count).encode())
@@ -100,6 +105,9 @@ class Bus:
         self._metrics = metrics
         self._interval = interval_ms / 1000
         self._last_read = 0.0
+        self._on_reconnect = on_reconnect
+        self._recovering = False  # a read failed; Redis has not answered since
+        self._epoch = 0  # bumped by restart_streams
 
     @property
     def rooms(self) -> dict[str, RoomSubscription]:
@@ -121,21 +129,42 @@ class Bus:
         if not room.receivers:
             del self._rooms[stream_key]
 
-    def position_at(self, stream_key: str, loaded_last_id: StreamId) -> None:
+    @property
+    def epoch(self) -> int:
+        """Changes whenever :meth:`restart_streams` is called."""
+        return self._epoch
+
+    def position_at(self, stream_key: str, loaded_last_id: StreamId,
+                    epoch: int | None = None) -> None:
         """Called after a join loaded the document up to ``loaded_last_id``.
 
         A room not yet read starts there; a room read past it goes back to it (re-delivering a
-        few messages is harmless, missing one is not).
+        few messages is harmless, missing one is not). ``epoch``: :attr:`epoch` before the
+        load; if the streams were restarted since, the load may have read the lost streams,
+        and the room is read from the start of its new stream instead.
         """
         room = self._rooms.get(stream_key)
         if room is None:
             return
+        if epoch is not None and epoch != self._epoch:
+            loaded_last_id = ZERO_ID
         if room.position is None:
             room.move_to(loaded_last_id)
             self._wake()
         elif loaded_last_id < room.position:
             room.move_to(loaded_last_id)
             room.rewind_to = loaded_last_id
+
+    def restart_streams(self) -> None:
+        """Read every room from the start of its stream: Redis lost its data, so the ids read
+        so far belong to streams that no longer exist, and a new stream's ids may be lower
+        (another server's clock). A read in flight does not move a room past the start."""
+        self._epoch += 1
+        for room in self._rooms.values():
+            if room.position is not None:
+                room.move_to(ZERO_ID)
+                room.rewind_to = ZERO_ID
+        self._wake()  # interrupt a blocked read of the old positions
 
     def _wake(self) -> None:
         self._generation += 1
@@ -155,6 +184,7 @@ class Bus:
                     pause = min(5.0, 0.1 * math.pow(2, failures))
                     log.error("reading room streams failed (%s); retrying in %.1fs", exc, pause)
                     self._reader_id = None
+                    self._recovering = True
                     await anyio.sleep(pause)
 
     async def _unblocker(self) -> None:
@@ -192,6 +222,11 @@ class Bus:
             if not isinstance(reader_id, int):
                 raise BusError(f"CLIENT ID answered {reader_id!r}")
             self._reader_id = reader_id
+            if self._recovering:
+                self._recovering = False
+                log.info("reading room streams again")
+                if self._on_reconnect is not None:
+                    await self._on_reconnect()
         wait = self._last_read + self._interval - time.monotonic()
         if wait > 0:
             await anyio.sleep(wait)  # let more messages gather: fewer, fuller reads

@@ -11,7 +11,8 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import AsyncExitStack
 from typing import Any, TypeVar
 
 import anyio
@@ -19,6 +20,7 @@ import anyio
 from ysync import __version__
 from ysync.config import Config, env_names, load_config, redact_url, settings
 from ysync.errors import ConfigError, YsyncError
+from ysync.logs import basic_config
 
 log = logging.getLogger("ysync")
 
@@ -96,7 +98,7 @@ def _config_from(args: argparse.Namespace) -> Config:
 
 
 def _setup_logging(config: Config) -> None:
-    logging.basicConfig(
+    basic_config(  # logging.basicConfig + no tokens, no raw control characters in any line
         level=getattr(logging, config.log.level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
@@ -105,21 +107,40 @@ def _setup_logging(config: Config) -> None:
 
 async def _serve(config: Config) -> None:
     from ysync.server import run_server
+    from ysync.storage.fingerprint import Announcer, announced_storage, server_role
 
-    stop = anyio.Event()
-    async with anyio.create_task_group() as tg:
-        async def watch_signals() -> None:
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for signum in signals:
-                    log.info("received %s: stopping", signal.Signals(signum).name)
-                    stop.set()
-                    return
+    role = server_role(config)
+    async with AsyncExitStack() as stack:
+        announcer: Announcer | None = None
+        if config.redis.url:
+            # before the server starts: nothing is served or compacted before the check
+            announcer = await stack.enter_async_context(
+                announced_storage(config, config.redis.url, role))
+        stop = anyio.Event()
+        error: YsyncError | None = None
+        async with anyio.create_task_group() as tg:
+            async def watch_signals() -> None:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for signum in signals:
+                        log.info("received %s: stopping", signal.Signals(signum).name)
+                        stop.set()
+                        return
 
-        tg.start_soon(watch_signals)
-        async with run_server(config) as running:
-            print(f"ysync ready on ws://{running.host}:{running.port}", flush=True)
-            await stop.wait()
-        tg.cancel_scope.cancel()
+            tg.start_soon(watch_signals)
+            async with run_server(config) as running, AsyncExitStack() as embedded:
+                try:
+                    if announcer is None:  # the embedded Redis exists only now
+                        announcer = await embedded.enter_async_context(
+                            announced_storage(config, running.redis_url, role))
+                except YsyncError as exc:
+                    error = exc  # raised below, not wrapped in the task group's ExceptionGroup
+                else:
+                    tg.start_soon(announcer.keep_fresh)
+                    print(f"ysync ready on ws://{running.host}:{running.port}", flush=True)
+                    await stop.wait()
+            tg.cancel_scope.cancel()
+        if error is not None:
+            raise error
 
 
 def run_async(config: Config, func: Callable[..., Awaitable[T]], *args: Any) -> T:
@@ -201,10 +222,12 @@ async def _kick(config: Config, room: str, user: str | None) -> int:
         return 2
     client = aioredis.Redis.from_url(url, socket_timeout=config.redis.timeout)
     try:
-        reached = await publish_kick(client, config.redis.prefix, room, user)
+        kicked = await publish_kick(client, config.redis.prefix, room, user,
+                                    window=config.auth.kick_window)
     finally:
         await client.aclose()
-    print(f"kick sent to {reached} ysync processes")
+    print(f"kick sent to {kicked.reached} ysync processes; recorded for "
+          f"{config.auth.kick_window:g} s for processes cut off from Redis now")
     return 0
 
 
@@ -219,6 +242,14 @@ def _token(config: Config, user: str, ttl: float) -> int:
     return 0
 
 
+def _leaves(group: BaseExceptionGroup[YsyncError]) -> Iterator[YsyncError]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     if args.command == "keys":
@@ -230,6 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = _config_from(args)
         _setup_logging(config)
         if args.command == "serve":
+            config.storage_kind  # noqa: B018 - refuses a missing storage before anything starts
             run_async(config, _serve, config)
         elif args.command == "config":
             _print_config(config)
@@ -250,6 +282,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _token(config, args.user, args.ttl)
     except YsyncError as exc:
         print(f"ysync: {exc}", file=sys.stderr)
+        return 2
+    except BaseExceptionGroup as group:  # from a task group: report ours, re-raise the rest
+        ours, rest = group.split(YsyncError)
+        if ours is None or rest is not None:
+            raise
+        for error in _leaves(ours):
+            print(f"ysync: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

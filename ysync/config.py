@@ -87,8 +87,9 @@ class EmbeddedConfig:
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
     kind: str = _setting("auto", choices=("auto", "memory", "filesystem", "gcs", "postgres"),
-                         help="auto: postgres if POSTGRES is set, filesystem when embedded, "
-                              "else memory")
+                         help="auto: postgres if POSTGRES is set, filesystem when embedded; "
+                              "with an external Redis a storage is required (memory only "
+                              "by name: documents are lost when the process exits)")
     path: str = _setting("", help="filesystem root (default <data_dir>/storage)")
     gcs_bucket: str = _setting("", help="GCS bucket")
     gcs_prefix: str = _setting("", help="object name prefix inside the bucket")
@@ -122,6 +123,9 @@ class AuthConfig:
     recheck_interval: float = _setting(0.0, minimum=0.0,
                                        help="seconds between permission re-checks (0 = off)")
     token_max_length: int = _setting(8192, minimum=256, help="longest token accepted, in bytes")
+    kick_window: float = _setting(86400.0, minimum=1.0,
+                                  help="seconds `ysync kick` keeps its revocation record in "
+                                       "Redis, for processes cut off from Redis at the time")
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,12 +152,23 @@ class Config:
 
     @property
     def storage_kind(self) -> str:
-        """The storage backend in effect, ``auto`` resolved."""
+        """The storage backend in effect, ``auto`` resolved.
+
+        Raises :class:`~ysync.errors.ConfigError` for ``auto`` with an external Redis and no
+        ``POSTGRES``: several processes share that Redis, and a storage of one process's own
+        (memory) would lose every document it compacted. Memory must be chosen by name.
+        """
+        kind = self._storage_kind_or_none()
+        if kind is None:
+            raise ConfigError(NO_STORAGE_MESSAGE)
+        return kind
+
+    def _storage_kind_or_none(self) -> str | None:
         if self.storage.kind != "auto":
             return self.storage.kind
         if self.storage.postgres:
             return "postgres"
-        return "filesystem" if self.embedded_redis else "memory"
+        return "filesystem" if self.embedded_redis else None
 
     @property
     def storage_path(self) -> Path:
@@ -166,6 +181,19 @@ class Config:
             return self.embedded_redis
         return self.worker.enabled == "yes"
 
+
+NO_STORAGE_MESSAGE = (
+    "setting storage.kind (YSYNC_STORAGE_KIND): a storage is required with an external Redis "
+    "(redis.url / REDIS): choose filesystem (with storage.path), gcs (with storage.gcs_bucket) "
+    "or postgres (or set POSTGRES=postgres://...), the same one for every server and worker "
+    "of the prefix. Memory keeps documents in one process only and loses them when it exits; "
+    "for tests and demos choose it by name: YSYNC_STORAGE_KIND=memory")
+
+#: Logged (WARNING) by every process that runs on memory storage.
+MEMORY_STORAGE_WARNING = (
+    "ATTENTION! storage.kind is memory: snapshots live in this process only, so every document "
+    "the worker compacts is LOST when this process exits, and no other process can read it "
+    "(for tests and demos; choose filesystem, gcs or postgres for anything else)")
 
 SECTIONS: dict[str, type[Any]] = {
     f.name: f.default_factory  # type: ignore[misc]
@@ -320,7 +348,7 @@ def _check_consistency(config: Config) -> None:
     if not config.redis.prefix or ":room:" in config.redis.prefix:
         raise ConfigError(f"setting redis.prefix: must be non-empty and not contain ':room:', "
                           f"got {config.redis.prefix!r}")
-    kind = config.storage_kind
+    kind = config._storage_kind_or_none()  # none: refused where a storage is opened
     if kind == "gcs" and not config.storage.gcs_bucket:
         raise ConfigError("setting storage.gcs_bucket: required when storage.kind is gcs")
     if kind == "postgres" and not config.storage.postgres.startswith(("postgres://", "postgresql://")):

@@ -19,7 +19,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
-from ysync.auth import Grant
+from ysync.auth import Grant, current_time_ms
 from ysync.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -55,12 +55,14 @@ class Connection:
     __slots__ = ("_busy", "_close_with", "_closing", "_direct", "_in_flight", "_limit",
                  "_metrics", "_queue",
                  "_queued_bytes", "_ready", "awareness_clock", "awareness_id", "closed", "grant",
-                 "ws")
+                 "opened_ms", "ws")
 
     def __init__(self, ws: ServerConnection, grant: Grant, *, send_buffer_limit: int,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, opened_ms: int | None = None) -> None:
         self.ws = ws
         self.grant = grant  # replaced when a permission re-check changes the access
+        #: when the upgrade request arrived (ms since the epoch): kicks after it end this
+        self.opened_ms = current_time_ms() if opened_ms is None else opened_ms
         self.awareness_id: int | None = None
         self.awareness_clock = 0
         self.closed = asyncio.Event()  # set when the writer has ended
@@ -79,6 +81,10 @@ class Connection:
     @property
     def room(self) -> str:
         return self.grant.room
+
+    @property
+    def user_id(self) -> str:
+        return self.grant.user_id
 
     @property
     def can_write(self) -> bool:

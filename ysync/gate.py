@@ -25,7 +25,7 @@ from ysync.auth import (
     load_public_key,
     validate_room_segment,
 )
-from ysync.config import Config
+from ysync.config import Config, redact_url
 from ysync.errors import AuthError
 
 log = logging.getLogger(__name__)
@@ -134,5 +134,5 @@ async def open_gate(config: Config) -> AsyncIterator[Gate]:
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
     async with httpx.AsyncClient(timeout=config.auth.perm_timeout, limits=limits) as http:
         log.info("authentication on: tokens verified with AUTH_PUBLIC_KEY, permissions from %s",
-                 config.auth.perm_callback)
+                 redact_url(config.auth.perm_callback))
         yield TokenGate(config, http, public_key)

@@ -1,7 +1,9 @@
 """Prometheus metrics, served at ``GET /metrics`` by every server process.
 
 Counters are incremented on the paths they describe; gauges are read when scraped, from the
-live objects, so they can never drift from the truth.
+live objects, so they can never drift from the truth. The compaction worker's counters
+(:class:`WorkerMetrics`) live in the server's registry when the worker runs in-process, and in
+a registry of their own in ``ysync-worker``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,35 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class WorkerMetrics:
+    """The counters of one compaction worker, in ``registry`` (a new one by default)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.tasks_completed = Counter(
+            "ysync_worker_tasks_completed",
+            "worker tasks handled: a stream compacted (and trimmed) or an empty one removed",
+            registry=r)
+        self.task_failures = Counter(
+            "ysync_worker_task_failures",
+            "worker tasks that failed, any reason; each stays queued and is retried",
+            registry=r)
+        self.persist_failures = Counter(
+            "ysync_worker_persist_failures",
+            "compactions that persisted nothing because storage failed or timed out (reading "
+            "the stored snapshots or writing the new one); nothing was trimmed",
+            registry=r)
+        self.unreadable_snapshots = Counter(
+            "ysync_worker_unreadable_snapshots",
+            "compactions stopped because a stored snapshot does not decode (corrupt): it was "
+            "not merged and nothing was trimmed",
+            registry=r)
+
+    def render(self) -> bytes:
+        return bytes(generate_latest(self.registry))
 
 
 class Metrics:
@@ -40,6 +71,8 @@ class Metrics:
         self.rooms = Gauge("ysync_rooms", "rooms with local connections", registry=r)
         self.queued = Gauge("ysync_send_queue_bytes", "bytes waiting in client send queues",
                             registry=r)
+        #: for the in-process worker (``Worker(..., metrics=metrics.worker)``)
+        self.worker = WorkerMetrics(r)
 
     def bind_gauges(self, connections: Callable[[], int], rooms: Callable[[], int],
                     queued: Callable[[], int]) -> None:

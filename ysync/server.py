@@ -6,11 +6,14 @@ simultaneous joiner), the client gets sync step 1 and the room's awareness state
 sync step 1 is answered with only what it lacks. From then on the client's updates and awareness
 go to the room stream, and the stream reader (:mod:`ysync.bus`) sends the room's merged messages
 to every local connection. The server keeps no document in memory after a client's initial sync.
+When Redis lost its data (:mod:`ysync.epoch`), every connected client is asked for its whole
+document again (:func:`recover_lost_data`), which restores the room streams.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -27,13 +30,28 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from ysync.appender import Appender
-from ysync.auth import PermissionUnavailable
+from ysync.auth import PermissionUnavailable, current_time_ms
 from ysync.bus import Bus
 from ysync.config import Config, redact_url
 from ysync.connection import Connection, websocket_frame
-from ysync.control import listen_for_commands, room_matches
-from ysync.errors import AuthError, BusError, ProtocolError, UpdateFormatError, YsyncError
+from ysync.control import (
+    Revocation,
+    listen_for_commands,
+    read_revocations,
+    read_room_revocations,
+    revoked_connections,
+)
+from ysync.epoch import EpochMarker
+from ysync.errors import (
+    AuthError,
+    BusError,
+    ProtocolError,
+    StorageError,
+    UpdateFormatError,
+    YsyncError,
+)
 from ysync.gate import Gate, Grant, open_gate
+from ysync.logs import safe
 from ysync.metrics import CONTENT_TYPE, Metrics
 from ysync.protocol import (
     AwarenessMessage,
@@ -59,9 +77,13 @@ log = logging.getLogger(__name__)
 CLOSE_PROTOCOL_ERROR = 1002
 #: A Yjs v1 update with no structs and an empty delete set.
 EMPTY_UPDATE = b"\x00\x00"
+#: A state vector of no clients: "I have nothing".
+EMPTY_STATE_VECTOR = b"\x00"
 CLOSE_UNSUPPORTED_DATA = 1003
 #: In y-websocket's "do not reconnect" range 4400-4499 (mirrors HTTP 403).
 CLOSE_PERMISSION_REVOKED = 4403
+#: How far before the newest revocation record seen a sweep reads again (Redis clock steps).
+SWEEP_SLACK_MS = 60_000
 
 
 @dataclass(slots=True)
@@ -88,7 +110,7 @@ class SyncHandler:
         self._loader = loader
         self._gate = gate
         self._appender = appender
-        self._grants: dict[ServerConnection, Grant] = {}
+        self._grants: dict[ServerConnection, tuple[Grant, int]] = {}  # and when it arrived
         self.connections: set[Connection] = set()
         metrics.bind_gauges(lambda: len(self.connections), lambda: len(bus.rooms),
                             lambda: sum(c.queued_bytes for c in self.connections))
@@ -106,13 +128,14 @@ class SyncHandler:
             return Response(HTTPStatus.OK, "OK", headers, body)
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return ws.respond(HTTPStatus.NOT_FOUND, "not found\n")
+        opened_ms = current_time_ms()  # before the permission check: a kick during it counts
         try:
             grant = await self._gate.admit(path, query, request.headers)
         except AuthError as exc:
             self.metrics.refused.inc()
             log.info("refused %s: %s", _safe_path(path), exc.reason)
             return ws.respond(HTTPStatus.UNAUTHORIZED, f"unauthorized: {exc.reason}\n")
-        self._grants[ws] = grant
+        self._grants[ws] = (grant, opened_ms)
         return None
 
     async def _health(self, ws: ServerConnection) -> Response:
@@ -126,22 +149,22 @@ class SyncHandler:
 
     def select_subprotocol(self, ws: ServerConnection,
                            offered: Sequence[Subprotocol]) -> Subprotocol | None:
-        grant = self._grants.get(ws)
-        if grant is None or grant.subprotocol is None:
+        admitted = self._grants.get(ws)
+        if admitted is None or admitted[0].subprotocol is None:
             return None
-        return Subprotocol(grant.subprotocol)
+        return Subprotocol(admitted[0].subprotocol)
 
     # --- WebSocket ---------------------------------------------------------------------------
 
     async def handle(self, ws: ServerConnection) -> None:
-        grant = self._grants.pop(ws)
+        grant, opened_ms = self._grants.pop(ws)
         # the handshake is over: its headers would only cost memory for the connection's life
         # (the request object itself must stay: websockets tells frames from it by its presence)
         for message in (ws.request, ws.response):
             if message is not None:
                 message.headers = Headers()
         conn = Connection(ws, grant, send_buffer_limit=self._config.server.send_buffer_limit,
-                          metrics=self.metrics)
+                          metrics=self.metrics, opened_ms=opened_ms)
         stream_key = room_stream_key(self._config.redis.prefix, grant.room)
         self._bus.subscribe(stream_key, conn)
         self.connections.add(conn)
@@ -150,7 +173,8 @@ class SyncHandler:
                 tg.start_soon(conn.write_loop)
                 if self._config.auth.recheck_interval > 0:
                     tg.start_soon(self._recheck_loop, conn)
-                await self._serve(conn, stream_key)
+                if await self._not_kicked(conn):
+                    await self._serve(conn, stream_key)
                 if conn.closing:
                     # we are closing it (protocol error, slow client): let the writer finish
                     with anyio.move_on_after(self._config.server.close_timeout):
@@ -162,13 +186,14 @@ class SyncHandler:
             await self._say_goodbye(conn, stream_key)
 
     async def _serve(self, conn: Connection, stream_key: str) -> None:
+        epoch = self._bus.epoch
         try:
             joined = await self._loader.load(conn.room)
         except YsyncError as exc:
             log.error("room %s: loading the document failed: %s", conn.room, exc)
-            conn.close(1011, "document unavailable")
+            conn.close(1011, _unavailable(exc))
             return
-        self._bus.position_at(stream_key, joined.loaded.last_id)
+        self._bus.position_at(stream_key, joined.loaded.last_id, epoch)
         conn.deliver(websocket_frame(encode_sync_step1(joined.loaded.state_vector)))
         states = [s for s in joined.loaded.awareness.values() if s.state != "null"]
         if states:
@@ -232,7 +257,7 @@ class SyncHandler:
             self.metrics.messages_appended.inc()
         except BusError as exc:
             log.error("room %s: could not store a message: %s", conn.room, exc)
-            conn.close(1011, "storage unavailable")
+            conn.close(1011, "redis unavailable")
 
     async def _recheck_loop(self, conn: Connection) -> None:
         """Re-asks the permission callback every ``auth.recheck_interval`` seconds."""
@@ -254,20 +279,71 @@ class SyncHandler:
                          "read-write" if grant.can_write else "read-only")
                 conn.grant = grant
 
+    def ask_to_resync(self) -> int:
+        """Send every connected client that may write a sync step 1 with an empty state vector:
+        each answers with a sync step 2 of its whole document, stored as an update. Returns how
+        many were asked."""
+        frame = websocket_frame(encode_sync_step1(EMPTY_STATE_VECTOR))
+        asked = 0
+        for conn in list(self.connections):
+            if conn.can_write and not conn.closing:
+                conn.deliver(frame)
+                asked += 1
+        return asked
+
     def revoke(self, conn: Connection) -> None:
         """Tell the client its permission is gone, then close it so that it does not return."""
         conn.close(CLOSE_PERMISSION_REVOKED, "permission revoked",
                    after=websocket_frame(encode_auth_denied("permission revoked")))
 
-    def kick(self, room: str, user_id: str | None) -> int:
-        """Revoke every local connection of ``room`` (of ``user_id`` only, if given)."""
-        kicked = 0
-        for conn in list(self.connections):
-            if room_matches(conn.room, room) and (user_id is None
-                                                  or conn.grant.user_id == user_id):
-                self.revoke(conn)
-                kicked += 1
-        return kicked
+    def kick(self, room: str, user_id: str | None, at_ms: int | None = None) -> int:
+        """Revoke every local connection of ``room`` (of ``user_id`` only, if given) opened
+        before this kick reached the process (or at ``at_ms``, the kick time, if later)."""
+        cutoff = max(current_time_ms(), at_ms or 0)
+        return self.apply_revocations([Revocation(room, user_id, cutoff)])
+
+    def apply_revocations(self, records: Sequence[Revocation]) -> int:
+        """Revoke the open connections that the records revoke (:mod:`ysync.control`)."""
+        revoked = revoked_connections(records, [c for c in self.connections if not c.closing])
+        for conn in revoked:
+            log.info("room %s: connection of user %r revoked by a kick", conn.room,
+                     conn.user_id)
+            self.revoke(conn)
+        return len(revoked)
+
+    async def _not_kicked(self, conn: Connection) -> bool:
+        """Before a new connection is served: was it kicked while its permission was checked
+        (or on a process that missed the kick)? False: it is being closed."""
+        try:
+            with anyio.fail_after(self._config.redis.timeout):
+                records = await read_room_revocations(
+                    self._client, self._config.redis.prefix, conn.room, conn.user_id)
+        except (BusError, TimeoutError) as exc:
+            log.error("room %s: could not check the revocation records: %s", conn.room, exc)
+            conn.close(1011, "redis unavailable")
+            return False
+        if self.apply_revocations(records):
+            return False
+        return not conn.closing
+
+    async def sweep_revocations(self) -> None:
+        """Run until cancelled: every ``auth.recheck_interval`` seconds, apply the kicks
+        recorded since the last sweep (a backstop for a kick the control channel lost)."""
+        since: int | None = None
+        while True:
+            await anyio.sleep(self._config.auth.recheck_interval)
+            try:
+                with anyio.fail_after(self._config.redis.timeout):
+                    records = await read_revocations(self._client, self._config.redis.prefix,
+                                                     since)
+            except (BusError, TimeoutError) as exc:
+                log.warning("reading the revocation records failed: %s", exc)
+                continue
+            if records:
+                self.apply_revocations(records)
+                # a new record's time is Redis's clock when it was written: not earlier than
+                # the newest seen, give or take a clock step
+                since = max(r.at_ms for r in records) - SWEEP_SLACK_MS
 
     async def _say_goodbye(self, conn: Connection, stream_key: str) -> None:
         if conn.awareness_id is None or not conn.can_write:
@@ -280,8 +356,41 @@ class SyncHandler:
                 log.warning("room %s: could not announce a disconnect: %s", conn.room, exc)
 
 
+async def recover_lost_data(client: aioredis.Redis, prefix: str, bus: Bus,
+                            handler: SyncHandler) -> None:
+    """Redis lost its data: create the worker queue again, read every room from the start of
+    its new stream, and ask every connected client for its whole document, so that what the
+    clients hold is in Redis again (and the worker persists it)."""
+    try:
+        await ensure_worker_group(client, prefix)
+    except BusError as exc:  # the appender creates it again when an append needs it
+        log.error("%s", exc)
+    bus.restart_streams()
+    asked = handler.ask_to_resync()
+    log.warning("asked %d connected client(s) to send their documents again", asked)
+
+
+async def _after_reconnect(client: aioredis.Redis, marker: EpochMarker) -> None:
+    """Redis answers again after an outage: check whether it lost its data, on fresh pooled
+    connections (the idle ones broke with Redis, and each would fail its next command)."""
+    try:
+        await client.connection_pool.disconnect(inuse_connections=False)
+    except (redis_errors.RedisError, OSError) as exc:
+        log.debug("closing broken Redis connections: %s", exc)
+    marker.poke()
+
+
 def _safe_path(path: str) -> str:
-    return path[:200]
+    return safe(path[:200])  # escaped: the path may hold ESC, CR, NUL
+
+
+def _unavailable(exc: YsyncError) -> str:
+    """The close reason that names what failed while loading a document."""
+    if isinstance(exc, BusError):
+        return "redis unavailable"
+    if isinstance(exc, StorageError):
+        return "storage unavailable"
+    return "document unavailable"
 
 
 def _redis_client(url: str, config: Config, *, blocking: bool = False) -> aioredis.Redis:
@@ -327,23 +436,30 @@ async def run_server(config: Config, *, storage: Storage | None = None,
             await ensure_worker_group(client, config.redis.prefix)
         except (redis_errors.RedisError, OSError) as exc:
             raise BusError(f"cannot reach Redis at {redact_url(redis_url)}: {exc}") from exc
+        marker = EpochMarker(client, config.redis.prefix, timeout=config.redis.timeout)
+        await marker.claim()
         if gate is None:
             gate = await stack.enter_async_context(open_gate(config))
         async with anyio.create_task_group() as tg:
             metrics = Metrics()
             bus = Bus(reader, client, block_ms=config.redis.read_block,
                       count=config.redis.read_count, interval_ms=config.redis.read_interval,
-                      metrics=metrics)
+                      metrics=metrics,
+                      on_reconnect=functools.partial(_after_reconnect, client, marker))
             tg.start_soon(bus.run)
             loader = DocLoader(tg, client, storage, config.redis.prefix, metrics)
             appender = Appender(client, config.redis.prefix, timeout=config.redis.timeout)
             tg.start_soon(appender.run)
             handler = SyncHandler(config, client, bus, loader, gate, metrics, appender)
             tg.start_soon(listen_for_commands, client, config.redis.prefix, handler)
+            if config.auth.recheck_interval > 0:
+                tg.start_soon(handler.sweep_revocations)
+            tg.start_soon(marker.run, functools.partial(
+                recover_lost_data, client, config.redis.prefix, bus, handler))
             if config.run_worker:
                 from workers.compactor import Worker
 
-                worker = Worker(client, storage, config)
+                worker = Worker(client, storage, config, metrics=metrics.worker)
                 tg.start_soon(worker.run)
             server = await _listen(config, handler)
             try:

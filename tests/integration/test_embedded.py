@@ -7,6 +7,7 @@ import os
 import signal
 from pathlib import Path
 
+import httpx
 import pytest
 
 from conftest import seconds
@@ -91,6 +92,17 @@ async def test_in_process_worker_persists_to_the_filesystem(tmp_path: Path,
 
             await wait_until(snapshot_written, 20, "the in-process worker to write a snapshot")
             await clients.call("close", name="w")
+            # the in-process worker counts on the server's own /metrics
+            async with httpx.AsyncClient(timeout=seconds(5)) as http:
+                url = server.url.replace("ws://", "http://") + "/metrics"
+
+                async def task_counted() -> bool:
+                    metrics = (await http.get(url)).text
+                    return any(line.startswith("ysync_worker_tasks_completed_total ")
+                               and float(line.split()[1]) >= 1
+                               for line in metrics.splitlines())
+
+                await wait_until(task_counted, 20, "the worker's tasks on the server's /metrics")
         finally:
             assert await server.stop() == 0
         # lose Redis entirely: what the worker persisted must be enough

@@ -1,11 +1,14 @@
-"""The worker when things go wrong: failing storage, killed workers, racing workers.
+"""The worker when things go wrong: failing, hanging or corrupt storage, killed workers, racing
+workers.
 
 In every case no update is lost, the documents converge, and no snapshot is deleted before a
-newer one containing it is persisted.
+newer one containing it is persisted. (The worker killed at each named step of a compaction,
+as real processes with real clients: tests/faults/test_worker_faults.py.)
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -20,9 +23,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from workers.compactor import Worker
+from ysync.config import StorageConfig
 from ysync.errors import StorageError
 from ysync.ops import doc_to_json
 from ysync.storage.factory import open_storage
+from ysync.storage.filesystem import FilesystemStorage, folder_name
 from ysync.storage.memory import MemoryStorage
 from ysync.streams import StreamId, room_stream_key
 from ysync.updates import merge_v2, v2_to_v1
@@ -54,6 +59,13 @@ async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
         yield redis
     finally:
         await redis.aclose()
+
+
+def counted(worker: Worker, name: str) -> float:
+    """The value of the worker's counter ``name`` (without ``_total``)."""
+    value = worker.metrics.registry.get_sample_value(f"{name}_total")
+    assert value is not None, name
+    return value
 
 
 def contains(container_v2: bytes, content_v2: bytes) -> bool:
@@ -134,6 +146,9 @@ async def test_failing_persist_loses_nothing_and_is_retried(
     worker = Worker(client, storage, config, consumer="unlucky")
     assert await worker.process_due_tasks() == 1
     assert worker.failures == 1
+    assert counted(worker, "ysync_worker_persist_failures") == 1
+    assert counted(worker, "ysync_worker_task_failures") == 1
+    assert counted(worker, "ysync_worker_tasks_completed") == 0
     assert await client.xlen(key) == len(updates)  # nothing trimmed
     assert await storage.retrieve_doc("failing", "index") is None
     queue = f"{prefix}:worker"
@@ -145,6 +160,95 @@ async def test_failing_persist_loses_nothing_and_is_retried(
     stored = await storage.retrieve_doc("failing", "index")
     assert stored is not None and doc_json_of_v2(stored.update_v2) == expected
     assert storage.violations == []
+
+
+async def test_timed_out_persist_loses_nothing_and_is_retried(
+    redis_url: str, prefix: str, client: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A backend that never answers (no timeout of its own): the worker gives up after
+    ``storage.timeout``, trims nothing, and a later claim of the task completes it."""
+
+    class Hanging(MemoryStorage):
+        hang = True
+
+        async def persist_doc(self, room: str, docid: str, update_v2: bytes) -> None:
+            if self.hang:
+                await anyio.sleep_forever()
+            await super().persist_doc(room, docid, update_v2)
+
+    config = make_config(redis_url=redis_url, prefix=prefix,
+                         storage=StorageConfig(kind="memory", timeout=0.2))
+    key = room_stream_key(prefix, "hanging")
+    updates, expected = edit_doc(client_id=5)
+    storage = Hanging()
+    await append_updates(client, prefix, key, updates)
+    worker = Worker(client, storage, config, consumer="patient")
+    with caplog.at_level(logging.ERROR, logger="workers.compactor"), anyio.fail_after(10):
+        assert await worker.process_due_tasks() == 1
+    assert worker.failures == 1 and counted(worker, "ysync_worker_persist_failures") == 1
+    [message] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert "'hanging'" in message and "timed out after 0.2 s" in message
+    assert await client.xlen(key) == len(updates)  # nothing trimmed
+    queue = f"{prefix}:worker"
+    [entry] = await client.xpending_range(queue, queue, "-", "+", 10)
+    assert entry["consumer"] == b"patient"  # still queued, claimed again after the debounce
+
+    storage.hang = False
+    assert await worker.process_due_tasks() == 1
+    assert worker.failures == 1 and counted(worker, "ysync_worker_tasks_completed") == 1
+    stored = await storage.retrieve_doc("hanging", "index")
+    assert stored is not None and doc_json_of_v2(stored.update_v2) == expected
+
+
+@pytest.mark.parametrize("snapshots", [1, 2])
+async def test_corrupt_snapshot_is_never_merged(
+    snapshots: int, tmp_path: Path, redis_url: str, prefix: str, client: aioredis.Redis,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stored snapshot that does not decode (here: cut in half, as a partial copy would
+    leave it), alone or beside a good one: the worker logs an error naming the room, merges
+    nothing, deletes nothing, trims nothing, and retries; once it is repaired, the document is
+    complete."""
+    storage = FilesystemStorage(tmp_path / "storage")
+    config = make_config(redis_url=redis_url, prefix=prefix,
+                         storage=StorageConfig(kind="filesystem", path=str(storage.root)))
+    room = "corrupt é"
+    key = room_stream_key(prefix, room)
+    updates, expected = edit_doc(client_id=6, rounds=6)
+    worker = Worker(client, storage, config, consumer="careful")
+    await append_updates(client, prefix, key, updates[:3])
+    assert await worker.process_due_tasks() == 1
+    folder = storage.root / folder_name(room) / "index"
+    if snapshots == 2:  # a duplicate, as two racing workers leave
+        stored = await storage.retrieve_doc(room, "index")
+        assert stored is not None
+        await storage.persist_doc(room, "index", stored.update_v2)
+    files = sorted(folder.iterdir())
+    assert len(files) == snapshots
+    good = files[0].read_bytes()
+    files[0].write_bytes(good[:len(good) // 2])
+    await append_updates(client, prefix, key, updates[3:])
+    length = await client.xlen(key)
+    before = {path.name: path.read_bytes() for path in files}
+
+    with caplog.at_level(logging.ERROR, logger="workers.compactor"):
+        for attempt in (1, 2):  # retried, failing the same way each time
+            assert await worker.process_due_tasks() == 1
+            assert worker.failures == attempt
+    assert counted(worker, "ysync_worker_unreadable_snapshots") == 2
+    assert counted(worker, "ysync_worker_persist_failures") == 0
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(messages) == 2 and all("'corrupt é'" in m and "does not decode" in m
+                                      for m in messages)
+    assert await client.xlen(key) == length  # nothing trimmed
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
+
+    files[0].write_bytes(good)  # repaired (restored from a backup)
+    assert await worker.process_due_tasks() == 1
+    assert worker.failures == 2
+    stored = await storage.retrieve_doc(room, "index")
+    assert stored is not None and len(stored.references) == 1
+    assert doc_json_of_v2(stored.update_v2) == expected
 
 
 async def test_failing_reference_deletion_still_trims(

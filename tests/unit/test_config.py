@@ -184,7 +184,8 @@ def test_embedded_default_resolution() -> None:
 def test_external_redis_resolution() -> None:
     config = load_config(None, {"REDIS": "redis://localhost:6379"})
     assert not config.embedded_redis
-    assert config.storage_kind == "memory"
+    with pytest.raises(ConfigError, match="storage.kind"):  # no storage of its own: refused
+        config.storage_kind  # noqa: B018
     assert not config.run_worker
 
 

@@ -13,6 +13,7 @@ import pytest
 from ysync.protocol import read_var_uint
 from ysync.storage.base import Storage
 from ysync.storage.factory import open_storage
+from ysync.streams import encode_uri_component
 from ysync.updates import v1_to_v2, v2_to_v1
 
 from storage_fixtures import BACKENDS, make_config, storage_config
@@ -143,3 +144,21 @@ async def test_names_are_kept_apart(storage: Storage, room: str, docid: str) -> 
     assert await storage.retrieve_doc(room, docid + "x") is None
     await storage.delete_references(room, docid, stored.references)
     assert await storage.retrieve_doc(room, docid) is None
+
+
+@pytest.mark.parametrize("head", ["a" * 248, "%25" * 82, ":" * 248],
+                         ids=["256-bytes", "82-escapes", "encoded-thrice"])
+async def test_the_longest_rooms_the_server_accepts_are_storable(storage: Storage,
+                                                                 head: str) -> None:
+    # unique per run (the backends are shared), as long as the upgrade allows (256 bytes),
+    # and longer than a file name (255 bytes) once encoded
+    room = head + uuid.uuid4().hex[:8]
+    assert len(room) <= 256 and len(encode_uri_component(room)) > 255
+    other = room[:-1] + ("0" if room[-1] != "0" else "1")
+    update, _ = snapshot(51, t="long")
+    await storage.persist_doc(room, "index", update)
+    stored = await storage.retrieve_doc(room, "index")
+    assert stored is not None and text_of(stored.update_v2, "t") == "long"
+    assert await storage.retrieve_doc(other, "index") is None
+    await storage.delete_references(room, "index", stored.references)
+    assert await storage.retrieve_doc(room, "index") is None

@@ -148,10 +148,29 @@ async def test_references_outside_the_document_are_not_deleted(tmp_path: Path) -
     assert await store.retrieve_doc("a", "index") is not None
 
 
-async def test_name_too_long_is_a_storage_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("room", ["a" * 256, "%25" * 85, ":" * 256, "é" * 200],
+                         ids=["256-bytes", "85-escapes", "encoded-thrice", "non-ascii"])
+async def test_rooms_too_long_for_a_file_name_are_stored(tmp_path: Path, room: str) -> None:
     store = FilesystemStorage(tmp_path)
-    with pytest.raises(StorageError):
-        await store.persist_doc("é" * 200, "index", snapshot("x"))
+    other = room[:-1] + "b"
+    await store.persist_doc(room, "index", snapshot("long", client_id=1))
+    await store.persist_doc(other, "index", snapshot("other", client_id=2))
+    stored = await store.retrieve_doc(room, "index")
+    assert stored is not None and stored.update_v2 == snapshot("long", client_id=1)
+    [reference] = stored.references
+    folder = reference.split("/")[0]
+    assert len(folder.encode()) <= 255 and "%~" in folder
+    assert reference in files(tmp_path)
+    await store.delete_references(room, "index", stored.references)
+    assert await store.retrieve_doc(room, "index") is None
+    assert await store.retrieve_doc(other, "index") is not None
+
+
+async def test_names_that_fit_keep_the_s3_name(tmp_path: Path) -> None:
+    store = FilesystemStorage(tmp_path)
+    await store.persist_doc("%25" * 51, "index", snapshot("x"))
+    [name] = files(tmp_path)
+    assert name.startswith(f"{'%2525' * 51}/index/")  # exactly 255 bytes once encoded
 
 
 async def test_unwritable_root_is_a_storage_error(tmp_path: Path) -> None:

@@ -9,7 +9,13 @@ import pycrdt
 import pytest
 
 from ysync.errors import StorageError
-from ysync.storage.gcs import GcsStorage
+from ysync.storage.gcs import (
+    MAX_OBJECT_NAME_BYTES,
+    MAX_PREFIX_BYTES,
+    GcsStorage,
+    object_prefix,
+)
+from ysync.storage.names import fit_part
 from ysync.updates import v1_to_v2
 
 from storage_fixtures import GcsEmulator
@@ -123,3 +129,39 @@ async def test_unreachable_endpoint_is_a_storage_error(
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:1")
     with pytest.raises(StorageError):
         await GcsStorage.open("bucket", call_timeout=5)
+
+
+def test_names_that_fit_gcs_are_y_redis_names_even_beyond_a_file_name() -> None:
+    room = "%25" * 85  # 425 bytes once encoded: too long for a file, not for GCS
+    assert object_prefix("p/", room, "index") == f"p/{'%2525' * 85}/index/"
+
+
+def test_names_beyond_gcs_limit_are_shortened_to_fit() -> None:
+    prefix = "p" * (MAX_PREFIX_BYTES - 1) + "/"
+    folder = object_prefix(prefix, "%25" * 85, "d" * 300)
+    assert len(folder.encode()) + 36 <= MAX_OBJECT_NAME_BYTES
+    room_part, doc_part = folder[len(prefix):].split("/")[:2]
+    assert room_part == fit_part("%2525" * 85) and doc_part == fit_part("d" * 300)
+
+
+async def test_a_prefix_that_leaves_no_room_for_names_is_refused() -> None:
+    with pytest.raises(StorageError, match="prefix"):
+        await GcsStorage.open("bucket", "p" * MAX_PREFIX_BYTES, call_timeout=5)
+
+
+async def test_a_long_room_behind_the_longest_prefix_is_stored(
+    gcs_emulator: GcsEmulator
+) -> None:
+    bucket = gcs_emulator.new_bucket()
+    store = await GcsStorage.open(bucket, "p" * (MAX_PREFIX_BYTES - 1), call_timeout=10)
+    try:
+        room = ":" * 256  # 768 bytes once encoded (%3A)
+        await store.persist_doc(room, "index", snapshot("long"))
+        [name] = gcs_emulator.objects(bucket)
+        assert len(name.encode()) <= MAX_OBJECT_NAME_BYTES and "%~" in name
+        stored = await store.retrieve_doc(room, "index")
+        assert stored is not None and stored.update_v2 == snapshot("long")
+        await store.delete_references(room, "index", stored.references)
+        assert gcs_emulator.objects(bucket) == {}
+    finally:
+        await store.aclose()

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from ysync.config import Config
+from ysync.config import MEMORY_STORAGE_WARNING, Config
 from ysync.errors import ConfigError
 from ysync.storage.base import Storage
 from ysync.storage.filesystem import FilesystemStorage
 from ysync.storage.memory import MemoryStorage
+
+log = logging.getLogger(__name__)
 
 
 async def _open(config: Config) -> Storage:
     kind = config.storage_kind
     timeout = config.storage.timeout
     if kind == "memory":
+        log.warning(MEMORY_STORAGE_WARNING)
         return MemoryStorage()
     if kind == "filesystem":
         path = config.storage_path
@@ -52,8 +56,10 @@ async def _open(config: Config) -> Storage:
 async def open_storage(config: Config) -> AsyncIterator[Storage]:
     """The configured backend, connected; closed on exit.
 
-    Raises ``ConfigError`` for settings that cannot work and ``StorageError`` when the backend
-    cannot be reached (a missing GCS bucket, a refused Postgres connection).
+    Raises ``ConfigError`` for settings that cannot work (no storage chosen with an external
+    Redis among them, see :attr:`Config.storage_kind`) and ``StorageError`` when the backend
+    cannot be reached (a missing GCS bucket, a refused Postgres connection). Memory storage is
+    opened with a loud warning: its documents are lost when the process exits.
     """
     storage = await _open(config)
     try:

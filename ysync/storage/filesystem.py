@@ -13,8 +13,11 @@ persisted a newer one containing it, so the folder is listed again.
 
 Two names cannot be folders: ``.`` and ``..`` (encodeURIComponent keeps dots) are written
 ``%2E`` and ``%2E%2E``, which decode to the same room. The empty name is written ``%``, which no
-encodeURIComponent output can be. File systems limit a name to 255 bytes: a longer encoded room
-or doc id fails with :class:`~ysync.errors.StorageError`.
+encodeURIComponent output can be. File systems limit a name to 255 bytes: an encoded room or
+doc id longer than that (a room of 256 bytes, or of 85 ``%25`` escapes, as the upgrade accepts)
+is shortened to its first bytes, ``%~`` and a SHA-256 (:mod:`ysync.storage.names`), so every
+room can be stored. Those few folders do not have y-redis's S3 names (y-redis cannot hold such
+a room in S3 either).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import anyio.to_thread
 
 from ysync.errors import StorageError
 from ysync.storage.base import Storage, StoredDoc, merge_snapshots
+from ysync.storage.names import fit_part
 from ysync.streams import encode_uri_component
 
 log = logging.getLogger(__name__)
@@ -52,7 +56,7 @@ T = TypeVar("T")
 def folder_name(value: str) -> str:
     """``encodeURIComponent(value)``, made safe as one folder name (see the module docstring)."""
     encoded = encode_uri_component(value)
-    return _SPECIAL_NAMES.get(encoded, encoded)
+    return fit_part(_SPECIAL_NAMES.get(encoded, encoded))
 
 
 def _fsync_dir(path: Path) -> None:

@@ -3,7 +3,10 @@
 A snapshot of (room, docid) is the object ``<prefix><encodeURIComponent(room)>/
 <encodeURIComponent(docid)>/<uuid v4>`` whose body is a v2 update; the reference is the whole
 object name. ``prefix`` is optional; a non-empty one is used as a folder (a ``/`` is added if it
-lacks one).
+lacks one). GCS limits an object name to 1024 bytes: when a snapshot's name would be longer (a
+long room, up to three times longer once encoded), its room and doc id parts are shortened as the
+filesystem storage shortens them (:mod:`ysync.storage.names`), and a prefix longer than
+:data:`MAX_PREFIX_BYTES` is refused, so that every room fits.
 
 Credentials come from the standard application-default chain (``GOOGLE_APPLICATION_CREDENTIALS``,
 ``gcloud auth application-default login``, the metadata server). When ``STORAGE_EMULATOR_HOST``
@@ -28,6 +31,7 @@ from google.cloud.storage.retry import DEFAULT_RETRY  # type: ignore[import-unty
 
 from ysync.errors import StorageError
 from ysync.storage.base import Storage, StoredDoc, merge_snapshots
+from ysync.storage.names import MAX_PART_BYTES, fit_part
 from ysync.streams import encode_uri_component
 
 log = logging.getLogger(__name__)
@@ -42,9 +46,33 @@ _DOWNLOADS = 8
 _READ_ATTEMPTS = 5
 
 
+#: GCS's limit on the length of an object name, in UTF-8 bytes.
+MAX_OBJECT_NAME_BYTES = 1024
+_SNAPSHOT_NAME_BYTES = 36  # a UUID
+#: Longest prefix that leaves room for every room and doc id (each at most 255 bytes, shortened).
+MAX_PREFIX_BYTES = MAX_OBJECT_NAME_BYTES - 2 * (MAX_PART_BYTES + 1) - _SNAPSHOT_NAME_BYTES
+
+
 def object_prefix(prefix: str, room: str, docid: str) -> str:
-    """``<prefix><encodeURIComponent(room)>/<encodeURIComponent(docid)>/``."""
-    return f"{prefix}{encode_uri_component(room)}/{encode_uri_component(docid)}/"
+    """``<prefix><encodeURIComponent(room)>/<encodeURIComponent(docid)>/``, with both parts
+    shortened if a snapshot's name would be longer than GCS allows (module docstring)."""
+    room_part, doc_part = encode_uri_component(room), encode_uri_component(docid)
+    folder = f"{prefix}{room_part}/{doc_part}/"
+    if len(folder.encode("utf-8")) + _SNAPSHOT_NAME_BYTES <= MAX_OBJECT_NAME_BYTES:
+        return folder
+    return f"{prefix}{fit_part(room_part)}/{fit_part(doc_part)}/"
+
+
+def _folder_prefix(prefix: str) -> str:
+    """``prefix`` as a folder (ending in ``/``); StorageError if it leaves too little room."""
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    size = len(prefix.encode("utf-8"))
+    if size > MAX_PREFIX_BYTES:
+        raise StorageError(f"gcs storage: the object prefix is {size} bytes; at most "
+                           f"{MAX_PREFIX_BYTES} leave room for every room name within GCS's "
+                           f"{MAX_OBJECT_NAME_BYTES}-byte object names")
+    return prefix
 
 
 class GcsStorage(Storage):
@@ -52,8 +80,7 @@ class GcsStorage(Storage):
 
     def __init__(self, client: gcs.Client, bucket: str, prefix: str = "", *,
                  timeout: float = 30.0) -> None:
-        if prefix and not prefix.endswith("/"):
-            prefix += "/"
+        prefix = _folder_prefix(prefix)
         self._client = client
         self._bucket = client.bucket(bucket)
         self.bucket_name = bucket
@@ -71,6 +98,7 @@ class GcsStorage(Storage):
         ``call_timeout``: seconds for one storage call, kept for the storage's lifetime.
         """
         timeout = call_timeout
+        _folder_prefix(prefix)  # refused before a client is made
         try:
             with anyio.fail_after(timeout):
                 client = await anyio.to_thread.run_sync(
@@ -103,7 +131,7 @@ class GcsStorage(Storage):
             raise StorageError(f"gcs storage: {what} failed: {exc}") from exc
 
     async def retrieve_doc(self, room: str, docid: str) -> StoredDoc | None:
-        folder = self.prefix + object_prefix("", room, docid)
+        folder = object_prefix(self.prefix, room, docid)
         for _ in range(_READ_ATTEMPTS):
             names = await self._list(folder)
             if not names:
@@ -157,7 +185,7 @@ class GcsStorage(Storage):
         return found
 
     async def persist_doc(self, room: str, docid: str, update_v2: bytes) -> None:
-        name = f"{self.prefix}{object_prefix('', room, docid)}{uuid.uuid4()}"
+        name = f"{object_prefix(self.prefix, room, docid)}{uuid.uuid4()}"
         data = bytes(update_v2)
 
         def upload() -> None:
@@ -170,7 +198,7 @@ class GcsStorage(Storage):
         log.debug("persisted gs://%s/%s (%d bytes)", self.bucket_name, name, len(data))
 
     async def delete_references(self, room: str, docid: str, references: Sequence[str]) -> None:
-        folder = self.prefix + object_prefix("", room, docid)
+        folder = object_prefix(self.prefix, room, docid)
         names = [r for r in references if r.startswith(folder) and "/" not in r[len(folder):]]
         for ignored in set(references) - set(names):
             log.warning("ignoring reference %r: not a snapshot of %r/%r", ignored, room, docid)
