@@ -6,10 +6,11 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -97,6 +98,16 @@ def prefix(redis_url: str) -> Iterator[str]:
             client.delete(*keys)
     finally:
         client.close()
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """An asyncio Redis client of the test Redis, closed afterwards."""
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        yield redis
+    finally:
+        await redis.aclose()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import contextlib
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +40,6 @@ DEBOUNCE_MS = 100
 #: the part of the environment that every process of a test shares
 TIMING = {"REDIS_TASK_DEBOUNCE": str(DEBOUNCE_MS), "REDIS_MIN_MESSAGE_LIFETIME": "0",
           "YSYNC_WORKER_IDLE_WAIT": "0.05", "YSYNC_WORKER_ENABLED": "no"}
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    redis = aioredis.Redis.from_url(redis_url)
-    try:
-        yield redis
-    finally:
-        await redis.aclose()
 
 
 def _worker_env(env: Mapping[str, str], fault: str | None) -> dict[str, str]:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from websockets.exceptions import InvalidStatus
 from ysync.auth import generate_keypair, load_private_key, mint_token
 
 from conftest import seconds
-from harness import NodeClients, ServerProcess, running_server, wait_until
+from harness import NodeClients, ServerProcess, running_server, serving_http, wait_until
 from jwt_forge import b64, b64json, es384, sign_ecdsa
 
 pytestmark = [pytest.mark.anyio, pytest.mark.node]
@@ -69,15 +68,8 @@ class Permissions(BaseHTTPRequestHandler):
 def perm_url() -> Iterator[str]:
     Permissions.behaviour = {}
     Permissions.asked = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Permissions)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/perm"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+    with serving_http(Permissions) as base:
+        yield base + "/perm"
 
 
 @pytest.fixture(scope="module")

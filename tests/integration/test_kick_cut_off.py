@@ -14,7 +14,7 @@ import json
 import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,7 +26,7 @@ from ysync.auth import generate_keypair, load_private_key, mint_token
 from ysync.control import control_channel, record_member, revocations_key
 
 from conftest import seconds
-from harness import NodeClients, ServerProcess, running_server, wait_until
+from harness import NodeClients, ServerProcess, running_server, serving_http, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.node]
 
@@ -123,16 +123,11 @@ class Permissions(BaseHTTPRequestHandler):
 def perm_url() -> Iterator[str]:
     Permissions.held, Permissions.asked = set(), []
     Permissions.release = threading.Event()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Permissions)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/perm"
+        with serving_http(Permissions) as base:
+            yield base + "/perm"
     finally:
         Permissions.release.set()
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture(scope="module")

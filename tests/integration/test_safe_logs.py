@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -22,7 +21,7 @@ from websockets.typing import Subprotocol
 from ysync.auth import generate_keypair, load_private_key, mint_token
 
 from conftest import seconds
-from harness import ServerProcess, running_server
+from harness import ServerProcess, running_server, serving_http
 
 pytestmark = pytest.mark.anyio
 
@@ -44,15 +43,8 @@ class ReadWrite(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def perm_url() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), ReadWrite)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/perm"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+    with serving_http(ReadWrite) as base:
+        yield base + "/perm"
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -46,15 +45,6 @@ def decode_state_vector(sv: bytes) -> dict[int, int]:
         client, pos = read_var_uint(sv, pos)
         out[client], pos = read_var_uint(sv, pos)
     return out
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    redis = aioredis.Redis.from_url(redis_url)
-    try:
-        yield redis
-    finally:
-        await redis.aclose()
 
 
 async def queue_state(

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -22,15 +21,6 @@ from storage_fixtures import append_updates, doc_json_of_v2, edit_doc, wait_past
 pytestmark = pytest.mark.anyio
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    redis = aioredis.Redis.from_url(redis_url)
-    try:
-        yield redis
-    finally:
-        await redis.aclose()
 
 
 def worker_env(**settings: str) -> dict[str, str]:

@@ -17,12 +17,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from psycopg import sql
 
 from ysync.auth import generate_keypair, load_private_key, mint_token
 
-from harness import REPO, NodeClients, ServerProcess, running_server, wait_until
+from harness import REPO, NodeClients, ServerProcess, running_server, serving_http, wait_until
 from yredis_peer import ChildProcess, YRedisServer, yredis_server, yredis_worker
 
 pytestmark = [pytest.mark.anyio, pytest.mark.node, pytest.mark.slow,
@@ -78,15 +77,8 @@ class Permissions(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def perm_url() -> Iterator[str]:
     Permissions.asked = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Permissions)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/perm"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+    with serving_http(Permissions) as base:
+        yield base + "/perm"
 
 
 @pytest.fixture(scope="module")
