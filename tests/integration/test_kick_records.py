@@ -20,6 +20,7 @@ from ysync.control import (
 )
 
 from conftest import seconds
+from harness import wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -47,6 +48,11 @@ async def test_a_kick_is_recorded_and_published_with_its_time(
     assert 0 < await client.pttl(revocations_key(prefix)) <= 60_000
 
 
+async def _redis_ms(client: aioredis.Redis) -> int:
+    seconds, micros = await client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
 async def test_a_new_kick_moves_the_record_and_old_records_are_dropped(
     client: aioredis.Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -60,7 +66,14 @@ async def test_a_new_kick_moves_the_record_and_old_records_are_dropped(
 
     monkeypatch.setattr(control, "MAX_RECORDS", 3)
     for i in range(5):
-        await publish_kick(client, prefix, "r", f"u{i}", window=60)
+        # records of one millisecond tie, and the cap then drops by member order: give each
+        # kick a millisecond of its own (waiting for Redis's clock, not for a guessed time)
+        last = (await publish_kick(client, prefix, "r", f"u{i}", window=60)).at_ms
+
+        async def later(after: int = last) -> bool:
+            return await _redis_ms(client) > after
+
+        await wait_until(later, 5, "Redis's clock to pass the kick", interval=0.001)
     rooms_users = [(r.room, r.user_id) for r in await read_revocations(client, prefix)]
     assert rooms_users == [("r", "u2"), ("r", "u3"), ("r", "u4")], "the oldest dropped"
 
