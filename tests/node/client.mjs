@@ -96,6 +96,23 @@ const ops = {
     })
     return t.length
   },
+  // `count` items written `interval` ms apart, as fast typing would: item `${tag}${i}` is set in
+  // the map (value i), pushed to the array and appended to the text as `[${tag}${i}]`, one
+  // transaction each; answers when the last one is written
+  async burst ({ name, tag, count, interval = 10 }) {
+    const doc = get(name).doc
+    for (let i = 0; i < count; i++) {
+      const item = `${tag}${i}`
+      doc.transact(() => {
+        doc.getMap('map').set(item, i)
+        doc.getArray('arr').push([item])
+        const t = doc.getText('text')
+        t.insert(t.length, `[${item}]`)
+      })
+      if (interval > 0) await new Promise(resolve => setTimeout(resolve, interval))
+    }
+    return count
+  },
   // content whose encoding matters: key order of JSON objects, formats, embeds, binary values
   mapSetRich ({ name, key, value }) { get(name).doc.getMap('map').set(key, revive(value)) },
   mapSetSubmap ({ name, key, entries }) {
