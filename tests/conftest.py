@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -108,6 +109,15 @@ async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
         yield redis
     finally:
         await redis.aclose()
+
+
+@pytest.fixture
+async def clients(node_dir: Path) -> AsyncIterator[Any]:
+    """One Node process of real y-websocket clients (``harness.NodeClients``), ended afterwards."""
+    from harness import NodeClients  # harness imports this module
+
+    async with NodeClients(node_dir) as driver:
+        yield driver
 
 
 @pytest.fixture

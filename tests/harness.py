@@ -104,6 +104,38 @@ class ServerProcess:
         return "\n".join(self.stderr_lines)
 
 
+class PermissionEndpoint(BaseHTTPRequestHandler):
+    """A permission callback (``GET /perm/<room>/<user>``) answering read-write for everyone;
+    tests subclass it and override :meth:`access` (or ``do_GET``) for other answers."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        _, _, room, user = self.path.split("?", 1)[0].split("/", 3)
+        how = self.access(room, user)
+        if how is not None:
+            self.grant(room, user, how)
+
+    def access(self, room: str, user: str) -> str | None:
+        """``"rw"``/``"read-only"`` to grant, or None once :meth:`answer` was called."""
+        return "rw"
+
+    def grant(self, room: str, user: str, how: str) -> None:
+        body = json.dumps({"yroom": room, "yaccess": how, "yuserid": user}).encode()
+        self.answer(200, body)
+
+    def answer(self, status: int, body: bytes) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except BrokenPipeError:
+            return  # the server gave up waiting: nothing left to answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
 @contextlib.contextmanager
 def serving_http(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     """``http://127.0.0.1:<port>`` answered by ``handler`` in a thread, until the block ends."""

@@ -7,9 +7,7 @@ import json
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
@@ -22,46 +20,40 @@ from websockets.exceptions import InvalidStatus
 from ysync.auth import generate_keypair, load_private_key, mint_token
 
 from conftest import seconds
-from harness import NodeClients, ServerProcess, running_server, serving_http, wait_until
+from harness import (
+    NodeClients,
+    PermissionEndpoint,
+    ServerProcess,
+    running_server,
+    serving_http,
+    wait_until,
+)
 from jwt_forge import b64, b64json, es384, sign_ecdsa
 
 pytestmark = [pytest.mark.anyio, pytest.mark.node]
 
 
-class Permissions(BaseHTTPRequestHandler):
-    """GET /perm/<room>/<user>: behaviour per user, changeable while the test runs."""
+class Permissions(PermissionEndpoint):
+    """Behaviour per user, changeable while the test runs."""
 
     behaviour: dict[str, str] = {}
     asked: list[str] = []
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        _, _, room, user = self.path.split("/", 3)
+    def access(self, room: str, user: str) -> str | None:
         self.asked.append(self.path)
         how = self.behaviour.get(user, "rw")
         if how == "slow":
             time.sleep(3)
             how = "rw"
         if how == "500":
-            self._answer(500, b"boom")
+            self.answer(500, b"boom")
         elif how == "403":
-            self._answer(403, b"no")
+            self.answer(403, b"no")
         elif how == "nonjson":
-            self._answer(200, b"<html>")
+            self.answer(200, b"<html>")
         else:
-            body = json.dumps({"yroom": room, "yaccess": how, "yuserid": user}).encode()
-            self._answer(200, body)
-
-    def _answer(self, status: int, body: bytes) -> None:
-        try:
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except BrokenPipeError:
-            return  # the server gave up waiting (the slow case): nothing left to answer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
+            return how
+        return None
 
 
 @pytest.fixture
@@ -90,12 +82,6 @@ async def server(redis_url: str, prefix: str, perm_url: str,
            "YSYNC_AUTH_RECHECK_INTERVAL": "1", "YSYNC_AUTH_TOKEN_MAX_LENGTH": "4096"}
     async with running_server(env) as srv:
         yield srv
-
-
-@pytest.fixture
-async def clients(node_dir: Path) -> AsyncIterator[NodeClients]:
-    async with NodeClients(node_dir) as driver:
-        yield driver
 
 
 async def stream_keys(redis_url: str, prefix: str) -> list[bytes]:

@@ -10,12 +10,9 @@ arrives while a connection's permission is being checked still ends that connect
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,7 +23,14 @@ from ysync.auth import generate_keypair, load_private_key, mint_token
 from ysync.control import control_channel, record_member, revocations_key
 
 from conftest import seconds
-from harness import NodeClients, ServerProcess, running_server, serving_http, wait_until
+from harness import (
+    NodeClients,
+    PermissionEndpoint,
+    ServerProcess,
+    running_server,
+    serving_http,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.node]
 
@@ -96,27 +100,19 @@ class CuttableProxy:
             sink.transport.abort()
 
 
-class Permissions(BaseHTTPRequestHandler):
-    """GET /perm/<room>/<user>: read-write for everybody; users in ``held`` get their answer
-    only once ``release`` is set."""
+class Permissions(PermissionEndpoint):
+    """Read-write for everybody; users in ``held`` get their answer only once ``release`` is
+    set."""
 
     held: set[str] = set()
     release = threading.Event()
     asked: list[str] = []
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        _, _, room, user = self.path.split("/", 3)
+    def access(self, room: str, user: str) -> str | None:
         self.asked.append(user)
         if user in self.held:
             self.release.wait(timeout=30)
-        body = json.dumps({"yroom": room, "yaccess": "rw", "yuserid": user}).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
+        return "rw"
 
 
 @pytest.fixture
@@ -133,12 +129,6 @@ def perm_url() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def keys() -> tuple[str, str]:
     return generate_keypair()
-
-
-@pytest.fixture
-async def clients(node_dir: Path) -> AsyncIterator[NodeClients]:
-    async with NodeClients(node_dir) as driver:
-        yield driver
 
 
 def server_env(redis_url: str, prefix: str, perm_url: str, keys: tuple[str, str]

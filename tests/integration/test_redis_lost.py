@@ -35,12 +35,6 @@ async def volatile_redis(tmp_path: Path) -> AsyncIterator[RedisProcess]:
         await redis.stop()
 
 
-@pytest.fixture
-async def clients(node_dir: Path) -> AsyncIterator[NodeClients]:
-    async with NodeClients(node_dir) as driver:
-        yield driver
-
-
 def server_env(redis: RedisProcess, prefix: str, **extra: str) -> dict[str, str]:
     return {"REDIS": redis.url, "REDIS_PREFIX": prefix, "YSYNC_STORAGE_KIND": "memory",
             "YSYNC_WORKER_ENABLED": "no", "YSYNC_REDIS_TIMEOUT": "2", "LOG": "info", **extra}

@@ -8,10 +8,7 @@ CR and NUL arrive on a raw socket, as no client library would send them.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler
-from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
@@ -21,29 +18,14 @@ from websockets.typing import Subprotocol
 from ysync.auth import generate_keypair, load_private_key, mint_token
 
 from conftest import seconds
-from harness import ServerProcess, running_server, serving_http
+from harness import PermissionEndpoint, ServerProcess, running_server, serving_http
 
 pytestmark = pytest.mark.anyio
 
 
-class ReadWrite(BaseHTTPRequestHandler):
-    """GET /perm/<room>/<user>: read-write for everyone."""
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        _, _, room, user = self.path.split("/", 3)
-        body = json.dumps({"yroom": room, "yaccess": "rw", "yuserid": user}).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-
 @pytest.fixture
 def perm_url() -> Iterator[str]:
-    with serving_http(ReadWrite) as base:
+    with serving_http(PermissionEndpoint) as base:
         yield base + "/perm"
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pycrdt
 import pytest
@@ -25,12 +24,6 @@ async def two_servers(redis_url: str, prefix: str) -> AsyncIterator[tuple[Server
     env = server_env(redis_url, prefix)
     async with running_server(env) as a, running_server(env) as b:
         yield a, b
-
-
-@pytest.fixture
-async def clients(node_dir: Path) -> AsyncIterator[NodeClients]:
-    async with NodeClients(node_dir) as driver:
-        yield driver
 
 
 async def converged(clients: NodeClients, names: list[str], expect: dict[str, object]) -> None:

@@ -21,7 +21,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,15 @@ from psycopg import sql
 
 from ysync.auth import generate_keypair, load_private_key, mint_token
 
-from harness import REPO, NodeClients, ServerProcess, running_server, serving_http, wait_until
+from harness import (
+    REPO,
+    NodeClients,
+    PermissionEndpoint,
+    ServerProcess,
+    running_server,
+    serving_http,
+    wait_until,
+)
 from yredis_peer import ChildProcess, YRedisServer, yredis_server, yredis_worker
 
 pytestmark = [pytest.mark.anyio, pytest.mark.node, pytest.mark.slow,
@@ -49,7 +56,7 @@ Dump = dict[str, str]
 # --- the permission endpoint, the keys, the database ---------------------------------------------
 
 
-class Permissions(BaseHTTPRequestHandler):
+class Permissions(PermissionEndpoint):
     """``GET /perm/<room>/<userid>`` (what y-redis and ysync ask): read-write for everyone."""
 
     asked: list[str] = []
@@ -58,20 +65,9 @@ class Permissions(BaseHTTPRequestHandler):
         self.asked.append(self.path)
         parts = self.path.split("?", 1)[0].split("/")
         if len(parts) != 4 or parts[1] != "perm":
-            self._answer(404, b"not a permission request")
+            self.answer(404, b"not a permission request")
             return
-        body = json.dumps({"yroom": parts[2], "yaccess": "rw", "yuserid": parts[3]}).encode()
-        self._answer(200, body)
-
-    def _answer(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
+        self.grant(parts[2], parts[3], "rw")
 
 
 @pytest.fixture(scope="module")
@@ -229,12 +225,6 @@ async def stack(yredis_peer_dir: Path, redis_url: str, prefix: str, database: st
                 yield peers
     finally:
         await client.aclose()
-
-
-@pytest.fixture
-async def clients(node_dir: Path) -> AsyncIterator[NodeClients]:
-    async with NodeClients(node_dir) as driver:
-        yield driver
 
 
 # --- content, and comparing documents ------------------------------------------------------------
