@@ -22,6 +22,9 @@ HEADER = """\
 # YSYNC_CONFIG), environment variables, command-line flags (`ysync serve --<section>-<key>`).
 # Each setting lists the environment variables that set it; the y-redis names (REDIS, PORT,
 # REDIS_PREFIX, AUTH_PUBLIC_KEY, ...) work as they do for y-redis, so a y-redis .env file works.
+# So do the Rust port's: REDIS_URL, WS_PORT, GOOGLE_CLOUD_STORAGE_BUCKET, and in this file
+# [websocket] port and [storage] bucket (its [websocket] buffer_capacity is read and ignored,
+# with a warning). ysync's own name wins; an alias set to another value than it is refused.
 #
 # With [redis] url empty, `ysync serve` runs the embedded default: its own redis-server under
 # [embedded] data_dir, filesystem storage and the compaction worker in-process.
@@ -67,7 +70,9 @@ def render() -> str:
         if f.metadata["max"] is not None:
             extra.append(f"max {f.metadata['max']}")
         detail = f" ({'; '.join(extra)})" if extra else ""
-        lines.append(f"# {f.metadata['help']}{detail}. env: {envs}")
+        also = "".join(f"; in this file also [{alias.replace('.', '] ', 1)}"
+                       for alias in f.metadata["alias_toml"])
+        lines.append(f"# {f.metadata['help']}{detail}. env: {envs}{also}")
         lines.append(f"{key} = {_toml_value(f.default)}")
     assert set(SECTIONS) == set(SECTION_TITLES)
     return "\n".join(lines) + "\n"

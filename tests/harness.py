@@ -8,10 +8,14 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import signal
 import sys
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
@@ -42,7 +46,9 @@ class ServerProcess:
 
     def __init__(self, env: Mapping[str, str], args: list[str] | None = None,
                  cwd: Path | None = None, *, port: int = 0) -> None:
-        self._env = {**os.environ, **env}
+        # a test that stops a server with clients connected does not wait for the drain
+        # (clients closed with 1012 over server.drain_period) unless it asks for one
+        self._env = {"YSYNC_SERVER_DRAIN_PERIOD": "0", **os.environ, **env}
         self._args = args or []
         self._port = port
         self._cwd = cwd
@@ -206,6 +212,7 @@ class NodeDriver:
         async for raw in self._proc.stdout:
             message = json.loads(raw)
             if "event" in message:
+                message["received_at"] = time.monotonic()  # when this process read it
                 self.events.append(message)
                 continue
             future = self._waiting.pop(message["id"], None)
@@ -255,3 +262,57 @@ class NodeClients(NodeDriver):
 
     def closes(self, name: str) -> list[int | None]:
         return [e["code"] for e in self.events if e["event"] == "close" and e["name"] == name]
+
+
+async def raw_request(port: int, request: bytes) -> bytes:
+    """Send ``request`` as it is and read the answer until the server closes the socket."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), seconds(10))
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+def _http_get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=seconds(5)) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+async def http_get(url: str) -> tuple[int, str]:
+    """``GET url``: (status, body), from a thread; an error status is an answer, not raised."""
+    return await asyncio.to_thread(_http_get, url)
+
+
+# --- documents written by client.mjs's burst: the items, and whether clients hold them --
+
+
+def items_of(names: Iterable[str], tag: str, count: int) -> list[str]:
+    """What :func:`burst` of each of ``names`` with ``tag`` writes."""
+    return [f"{name}.{tag}.{i}" for name in names for i in range(count)]
+
+
+async def burst(clients: NodeClients, name: str, tag: str, count: int, pace_ms: int) -> None:
+    """``name`` writes the items ``<name>.<tag>.<i>``, ``pace_ms`` apart (client.mjs ``burst``:
+    each in the map, the array and the text)."""
+    await clients.call("burst", name=name, tag=f"{name}.{tag}.", count=count, interval=pace_ms,
+                       wait=30 + count * pace_ms / 1000)
+
+
+def holds_all(state: dict[str, Any], items: list[str]) -> bool:
+    """The document holds each item once in the map, the array and the text, and nothing else."""
+    pieces = re.findall(r"\[([^\[\]]*)\]", state["text"])
+    return (state["map"] == {item: int(item.rsplit(".", 1)[1]) for item in items}
+            and sorted(state["arr"]) == sorted(items) and sorted(pieces) == sorted(items)
+            and len(state["text"]) == sum(len(item) + 2 for item in items))
+
+
+async def converged(clients: NodeClients, names: list[str], items: list[str]) -> bool:
+    """Every client of ``names`` holds every item, and their documents are the same."""
+    states = [await clients.get(name) for name in names]
+    return all(holds_all(state, items) and state == states[0] for state in states)

@@ -12,6 +12,7 @@ worker of the prefix: ysync.storage.fingerprint).
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import signal
 import sys
@@ -19,11 +20,14 @@ from collections.abc import Sequence
 
 import anyio
 import redis.asyncio as aioredis
+import redis.exceptions as redis_errors
 
 from workers.compactor import Worker
+from workers.http import WorkerHttp
 from ysync.config import Config, load_config
 from ysync.errors import ConfigError, YsyncError
-from ysync.logs import basic_config
+from ysync.logs import configure
+from ysync.metrics import CONTENT_TYPE
 from ysync.storage.factory import open_storage
 from ysync.storage.fingerprint import ROLE_WORKER, announced_storage
 
@@ -61,10 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="consumer name in the worker group (default: a random UUID)")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                         help="overrides log.level / LOG")
+    parser.add_argument("--metrics-port", type=int, metavar="PORT",
+                        help="serve /metrics and /healthz on this port (0.0.0.0); overrides "
+                             "worker.metrics_port (YSYNC_WORKER_METRICS_PORT)")
+    parser.add_argument("--metrics-host", default="0.0.0.0", metavar="HOST",
+                        help="interface of the metrics port (default 0.0.0.0)")
     return parser
 
 
-async def run_worker(config: Config, *, once: bool, consumer: str | None = None) -> int:
+async def run_worker(config: Config, *, once: bool, consumer: str | None = None,
+                     metrics_host: str = "0.0.0.0") -> int:
     """Run the worker until done (``once``) or a signal; return the exit status."""
     client = aioredis.Redis.from_url(
         config.redis.url, socket_timeout=config.redis.timeout,
@@ -78,6 +88,10 @@ async def run_worker(config: Config, *, once: bool, consumer: str | None = None)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_stop_on_signal, worker, tg.cancel_scope)
                 tg.start_soon(announcer.keep_fresh)
+                if config.worker.metrics_port:
+                    http = WorkerHttp(worker.metrics.render, CONTENT_TYPE,
+                                      functools.partial(_redis_problem, client, config))
+                    await tg.start(http.serve, metrics_host, config.worker.metrics_port)
                 try:
                     await worker.run(once=once)
                 except YsyncError as exc:
@@ -89,6 +103,16 @@ async def run_worker(config: Config, *, once: bool, consumer: str | None = None)
     finally:
         await client.aclose()
     return 1 if once and worker.failures else 0
+
+
+async def _redis_problem(client: aioredis.Redis, config: Config) -> str | None:
+    try:
+        with anyio.fail_after(config.redis.timeout):
+            await client.ping()
+    except (redis_errors.RedisError, OSError, TimeoutError) as exc:
+        log.warning("health check: Redis does not answer: %s", exc or "timed out")
+        return "redis unavailable"
+    return None
 
 
 async def _stop_on_signal(worker: Worker, scope: anyio.CancelScope) -> None:
@@ -107,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``ysync-worker``; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        overrides = {"log.level": args.log_level}
+        overrides = {"log.level": args.log_level, "worker.metrics_port": args.metrics_port}
         config = load_config(args.config, overrides=overrides)
         if not config.redis.url:
             raise ConfigError(
@@ -118,10 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ysync-worker: {exc}", file=sys.stderr)
         return 2
-    basic_config(level=config.log.level.upper(),  # logging.basicConfig + safe lines
-                 format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure(config)  # log.level and log.format on stderr, safe lines; config warnings
     try:
-        return anyio.run(lambda: run_worker(config, once=args.once, consumer=args.consumer))
+        return anyio.run(lambda: run_worker(config, once=args.once, consumer=args.consumer,
+                                            metrics_host=args.metrics_host))
     except ConfigError as exc:
         print(f"ysync-worker: {exc}", file=sys.stderr)
         return 2

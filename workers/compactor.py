@@ -15,7 +15,10 @@ Nothing is trimmed before it is persisted, and a snapshot is only deleted by the
 merged it into a newer persisted one, so any number of workers (ysync's and y-redis's) can share
 a queue: a crash or a race costs at most a duplicate snapshot or a duplicate task, never data.
 A persist that fails or times out, and a stored snapshot that does not decode, fail the task:
-nothing is merged or trimmed, and the task is claimed again after the debounce.
+nothing is merged or trimmed, and the task is claimed again after the debounce. A worker that
+failed on a stream backs off: it puts that stream's task off for twice the debounce after the
+first failure (at least 2 s), four times after the second, and so on up to ``worker.retry_max`` s
+(other workers, which did not fail on it, may take it sooner).
 
 For tests only, ``$YSYNC_TEST_FAULT`` (read once, at import) names one of :data:`FAULT_POINTS`:
 the process kills itself (SIGKILL) when a compaction reaches that point, so that the fault
@@ -27,7 +30,9 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -59,6 +64,18 @@ T = TypeVar("T")
 PENDING_CONSUMER = "pending"
 #: XREADGROUP COUNT when re-queueing, as y-redis.
 _REQUEUE_READ_COUNT = 50
+#: Streams whose failures a worker remembers for its backoff at most (the oldest is forgotten).
+MAX_BACKOFF_STREAMS = 10_000
+#: Seconds a failed stream's backoff starts from when the debounce is shorter (tests use 0).
+MIN_BACKOFF = 1.0
+#: Seconds between two looks at the queue's length and oldest task (for the metrics).
+QUEUE_OBSERVE_INTERVAL = 5.0
+
+
+@dataclass(slots=True)
+class _Backoff:
+    failures: int
+    retry_at: float  # time.monotonic()
 
 #: The steps of a compaction at which ``$YSYNC_TEST_FAULT`` can kill the worker, in order:
 #: before persisting the new snapshot; after persisting it, before deleting the snapshots it
@@ -143,6 +160,8 @@ class Worker:
         self._scripts = Scripts(client, self.prefix)
         self._group_ready = False
         self._stopping = anyio.Event()
+        self._backoff: OrderedDict[str, _Backoff] = OrderedDict()
+        self._observed_at = float("-inf")
 
     def stop(self) -> None:
         """Ask :meth:`run` to return once the tasks in hand are finished."""
@@ -177,6 +196,7 @@ class Worker:
         claimed again (by any worker) after the debounce.
         """
         await self._ensure_group()
+        await self._observe_queue()
         reply = await self._redis("claiming tasks", self.client.xautoclaim(
             self.queue, self.queue, self.consumer,
             min_idle_time=self.config.redis.task_debounce, start_id="0",
@@ -211,6 +231,29 @@ class Worker:
             total += len(tasks)
             cursor = f"({StreamId.parse(ids[-1])}"
         return total
+
+    async def _observe_queue(self) -> None:
+        """Every few seconds: the queue's length and how long its oldest task has been due."""
+        now = time.monotonic()
+        if now - self._observed_at < QUEUE_OBSERVE_INTERVAL:
+            return
+        self._observed_at = now
+
+        async def look() -> list[Any]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.xlen(self.queue)
+                pipe.xrange(self.queue, count=1)
+                pipe.time()
+                return list(await pipe.execute())
+
+        length, oldest, (seconds, micros) = await self._redis("looking at the queue", look())
+        self.metrics.queue_tasks.set(int(length))
+        due_for = 0.0
+        if oldest:
+            now_ms = int(seconds) * 1000 + int(micros) // 1000
+            age_ms = now_ms - StreamId.parse(oldest[0][0]).ms
+            due_for = max(0, age_ms - self.config.redis.task_debounce) / 1000
+        self.metrics.oldest_due_task_seconds.set(due_for)
 
     async def run(self, *, once: bool = False) -> None:
         """Process tasks until :meth:`stop` (continuous), or every due task then return (once).
@@ -264,14 +307,27 @@ class Worker:
         the empty stream), so the others are not needed; if it fails, they stay pending.
         """
         first, duplicates = tasks[0], tasks[1:]
+        key = first.stream_key
+        backoff = self._backoff.get(key)
+        if backoff is not None and time.monotonic() < backoff.retry_at:
+            # claimed (so no other worker takes it before the debounce), not compacted
+            self.metrics.retries_delayed.inc()
+            log.debug("%s: retry put off for %.1f s more (backoff after %d failure(s))", key,
+                      backoff.retry_at - time.monotonic(), backoff.failures)
+            return
+        started = time.perf_counter()
         try:
             await self.compact(first)
         except YsyncError as exc:
             self.failures += 1
             self.metrics.task_failures.inc()
-            log.error("compacting %s (task %s) failed, it will be retried after %d ms: %s",
-                      first.stream_key, first.id, self.config.redis.task_debounce, exc)
+            delay = self._back_off(key)
+            log.error("compacting %s (task %s) failed; this worker retries it in %.1f s: %s",
+                      key, first.id, delay, exc)
             return
+        self.metrics.compaction_seconds.observe(time.perf_counter() - started)
+        if self._backoff.pop(key, None) is not None:
+            log.info("%s: compacted again after earlier failures", key)
         self.completed += 1
         self.metrics.tasks_completed.inc()
         if duplicates:
@@ -290,6 +346,22 @@ class Worker:
             self.completed += len(duplicates)
             self.metrics.tasks_completed.inc(len(duplicates))
             log.info("%s: dropped duplicate task(s) %s", first.stream_key, ids)
+
+    def _back_off(self, key: str) -> float:
+        """Note one more failure of ``key``; return the seconds until this worker retries it:
+        the debounce (at least :data:`MIN_BACKOFF`) doubled per failure, at most
+        ``worker.retry_max`` (and never less than the debounce, after which any worker may
+        claim it)."""
+        previous = self._backoff.pop(key, None)
+        failures = 1 if previous is None else previous.failures + 1
+        debounce = self.config.redis.task_debounce / 1000
+        base = max(debounce, MIN_BACKOFF)
+        delay: float = max(debounce, min(self.config.worker.retry_max,
+                                         base * 2 ** min(failures, 32)))
+        self._backoff[key] = _Backoff(failures, time.monotonic() + delay)
+        while len(self._backoff) > MAX_BACKOFF_STREAMS:
+            self._backoff.popitem(last=False)
+        return delay
 
     async def compact(self, task: Task) -> None:
         """Handle one claimed task (the body of y-redis's loop). Raises YsyncError."""
@@ -315,6 +387,7 @@ class Worker:
             if _FAULT is not None:
                 _crash_at("before-persist")
             await self._persist(room, docid, snapshot)
+            self.metrics.persisted_bytes.inc(len(snapshot))
             if _FAULT is not None:
                 _crash_at("after-persist")
             if sources.references:
@@ -358,9 +431,10 @@ class Worker:
         """
         try:
             sources = await read_doc_sources(self.client, self.storage, self.prefix, room, docid)
-        except StorageError:
+        except StorageError as exc:
             self.metrics.persist_failures.inc()
-            raise
+            raise StorageError(f"room {room!r} doc {docid!r}: reading the stored snapshots "
+                               f"failed: nothing trimmed: {exc}") from exc
         except UpdateFormatError as exc:  # a backend merging several snapshots
             self.metrics.unreadable_snapshots.inc()
             raise StorageError(f"room {room!r} doc {docid!r}: a stored snapshot does not "

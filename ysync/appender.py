@@ -35,22 +35,51 @@ class Appender:
         self._timeout = timeout
         self._pending: list[tuple[str, bytes, asyncio.Future[None]]] = []
         self._wakeup = anyio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._stopped = False
+
+    async def flush(self) -> None:
+        """Return once every append asked for so far has been sent (or failed)."""
+        while self._pending or not self._idle.is_set():
+            await self._idle.wait()
+            if self._pending:
+                await asyncio.sleep(0.01)  # run() takes them next
 
     async def append(self, stream_key: str, message: bytes) -> None:
-        """Append one message to a room stream; raises BusError if Redis refused or failed."""
+        """Append one message to a room stream; raises BusError if Redis refused or failed,
+        or if :meth:`run` has ended (the server is stopping)."""
+        if self._stopped:
+            raise BusError("the server is stopping: nothing more is appended")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((stream_key, message, done))
         self._wakeup.set()
         await done
 
     async def run(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup = anyio.Event()
-            while self._pending:
-                batch = self._pending[:MAX_BATCH]
-                del self._pending[:MAX_BATCH]
-                await self._send(batch)
+        """Send the appends until cancelled; then fail those that were not sent (their
+        connections are told, instead of waiting for ever)."""
+        batch: list[tuple[str, bytes, asyncio.Future[None]]] = []
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup = anyio.Event()
+                self._idle.clear()
+                try:
+                    while self._pending:
+                        batch = self._pending[:MAX_BATCH]
+                        del self._pending[:MAX_BATCH]
+                        await self._send(batch)
+                        batch = []
+                finally:
+                    self._idle.set()
+        finally:
+            self._stopped = True
+            unsent, self._pending = batch + self._pending, []
+            for _key, _message, done in unsent:
+                if not done.done():
+                    done.set_exception(BusError("the server stopped before this message was "
+                                                "appended"))
 
     async def _send(self, batch: list[tuple[str, bytes, asyncio.Future[None]]]) -> None:
         results = await self._execute(batch)

@@ -261,6 +261,7 @@ class Bus:
             room = self._rooms.get(key)
             if room is None or not entries:
                 continue
+            rewound = room.rewind_to is not None
             if room.rewind_to is not None:
                 room.move_to(room.rewind_to)
                 room.rewind_to = None
@@ -281,3 +282,7 @@ class Bus:
                 if self._metrics is not None:
                     self._metrics.frames_out.inc(len(room.receivers))
                     self._metrics.bytes_out.inc(len(room.receivers) * len(frame))
+            if self._metrics is not None and not rewound:  # a rewind re-sends old entries
+                oldest_ms = StreamId.parse(entries[0][0]).ms
+                self._metrics.fanout_delay_seconds.observe(
+                    max(0.0, time.time() - oldest_ms / 1000))

@@ -20,7 +20,7 @@ import anyio
 from ysync import __version__
 from ysync.config import Config, env_names, load_config, redact_url, settings
 from ysync.errors import ConfigError, YsyncError
-from ysync.logs import basic_config
+from ysync.logs import configure
 
 log = logging.getLogger("ysync")
 
@@ -37,8 +37,11 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
         name = f"{section}.{key}"
         flags = [f"--{section}-{key}".replace("_", "-"), *_ALIASES.get(name, [])]
         envs = ", ".join(env_names(section, key, f))
+        also = "".join(f"; config.toml also: [{alias.replace('.', '] ', 1)}"
+                       for alias in f.metadata["alias_toml"])
         group.add_argument(*flags, dest=name, default=None, metavar="VALUE",
-                           help=f"{f.metadata['help']} [env: {envs}; default: {f.default!r}]")
+                           help=f"{f.metadata['help']} [env: {envs}{also}; "
+                                f"default: {f.default!r}]")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -98,11 +101,7 @@ def _config_from(args: argparse.Namespace) -> Config:
 
 
 def _setup_logging(config: Config) -> None:
-    basic_config(  # logging.basicConfig + no tokens, no raw control characters in any line
-        level=getattr(logging, config.log.level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure(config)  # log.level, log.format on stderr; no tokens, no raw control characters
 
 
 async def _serve(config: Config) -> None:
@@ -122,9 +121,15 @@ async def _serve(config: Config) -> None:
             async def watch_signals() -> None:
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                     async for signum in signals:
-                        log.info("received %s: stopping", signal.Signals(signum).name)
+                        name = signal.Signals(signum).name
+                        if stop.is_set():
+                            log.warning("received %s again: stopping now", name)
+                            tg.cancel_scope.cancel()
+                            return
+                        log.info("received %s: draining (readiness fails, clients are closed "
+                                 "with 1012 over %.1f s); send it again to stop now", name,
+                                 config.server.drain_period)
                         stop.set()
-                        return
 
             tg.start_soon(watch_signals)
             async with run_server(config) as running, AsyncExitStack() as embedded:
@@ -138,6 +143,7 @@ async def _serve(config: Config) -> None:
                     tg.start_soon(announcer.keep_fresh)
                     print(f"ysync ready on ws://{running.host}:{running.port}", flush=True)
                     await stop.wait()
+                    await running.drain()
             tg.cancel_scope.cancel()
         if error is not None:
             raise error
@@ -262,6 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _setup_logging(config)
         if args.command == "serve":
             config.storage_kind  # noqa: B018 - refuses a missing storage before anything starts
+            config.auth_enabled  # noqa: B018 - refuses half of the auth pair, likewise
             run_async(config, _serve, config)
         elif args.command == "config":
             _print_config(config)

@@ -5,6 +5,15 @@ environment variables (the y-redis names such as ``REDIS`` and ``PORT``, and
 ``YSYNC_<SECTION>_<KEY>`` for every setting) and command-line flags (``--<section>-<key>``).
 Every value is validated at start-up; a bad one raises :class:`~ysync.errors.ConfigError` naming
 the setting, where it came from and the value.
+
+Aliases let a deployment of the Rust port of y-redis switch with its files unchanged: its
+environment variables (``REDIS_URL``, ``WS_PORT``, ``GOOGLE_CLOUD_STORAGE_BUCKET``) and its
+``config.toml`` keys (``[websocket] port``, ``[storage] bucket``; its ``[redis]`` keys are
+ysync's). Within one source (the environment, or the file) ysync's own names win: an alias is
+read when none of them is set, and an alias set to another value than the name in effect is
+refused (:class:`~ysync.errors.ConfigError` naming both), never silently overruled. Across
+sources the usual order holds (an alias in the environment beats the file).
+``[websocket] buffer_capacity`` is accepted and ignored (:data:`IGNORED_ALIASES`).
 """
 
 from __future__ import annotations
@@ -23,10 +32,13 @@ from ysync.errors import ConfigError
 
 def _setting(default: Any, *, env: tuple[str, ...] = (), minimum: float | None = None,
              maximum: float | None = None, choices: tuple[str, ...] = (), secret: bool = False,
-             help: str = "") -> Any:
+             help: str = "", alias_env: tuple[str, ...] = (),
+             alias_toml: tuple[str, ...] = ()) -> Any:
+    """A setting. ``env``: y-redis's names, after ``YSYNC_<SECTION>_<KEY>``; ``alias_env`` and
+    ``alias_toml`` (``"section.key"``): the Rust port's names, which must agree with ysync's."""
     return field(default=default, metadata={
         "env": env, "min": minimum, "max": maximum, "choices": choices, "secret": secret,
-        "help": help,
+        "help": help, "alias_env": alias_env, "alias_toml": alias_toml,
     })
 
 
@@ -34,7 +46,8 @@ def _setting(default: Any, *, env: tuple[str, ...] = (), minimum: float | None =
 class ServerConfig:
     host: str = _setting("127.0.0.1", help="interface to listen on (0.0.0.0 for all)")
     port: int = _setting(3002, env=("PORT",), minimum=0, maximum=65535,
-                         help="TCP port (0 picks a free one)")
+                         help="TCP port (0 picks a free one)",
+                         alias_env=("WS_PORT",), alias_toml=("websocket.port",))
     max_message_size: int = _setting(64 * 1024 * 1024, minimum=1024,
                                      help="largest WebSocket message accepted, in bytes")
     send_buffer_limit: int = _setting(64 * 1024 * 1024, minimum=1024,
@@ -48,6 +61,13 @@ class ServerConfig:
     shutdown_timeout: float = _setting(10.0, minimum=0.0,
                                        help="seconds a clean stop waits for connections to close")
     compression: bool = _setting(False, help="negotiate permessage-deflate with clients")
+    drain_period: float = _setting(
+        10.0, minimum=0.0, maximum=3600.0,
+        help="seconds over which a stopping server (SIGTERM) closes its clients with 1012, "
+             "spread at random so they do not reconnect elsewhere at once (0 = all at once)")
+    demo: str = _setting("auto", choices=("auto", "yes", "no"),
+                         help="serve the demo editor page at GET / (auto: only in the embedded "
+                              "default)")
     event_loop: str = _setting("auto", choices=("auto", "uvloop", "asyncio"),
                                help="auto: uvloop where it is installed, else asyncio")
 
@@ -55,7 +75,8 @@ class ServerConfig:
 @dataclass(frozen=True, slots=True)
 class RedisConfig:
     url: str = _setting("", env=("REDIS",),
-                        help="redis:// URL; empty runs an embedded redis-server")
+                        help="redis:// URL; empty runs an embedded redis-server",
+                        alias_env=("REDIS_URL",))
     prefix: str = _setting("y", env=("REDIS_PREFIX",), help="key prefix shared with y-redis")
     task_debounce: int = _setting(10_000, env=("REDIS_TASK_DEBOUNCE",), minimum=0,
                                   help="ms a compaction task waits before a worker claims it")
@@ -87,11 +108,15 @@ class EmbeddedConfig:
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
     kind: str = _setting("auto", choices=("auto", "memory", "filesystem", "gcs", "postgres"),
-                         help="auto: postgres if POSTGRES is set, filesystem when embedded; "
-                              "with an external Redis a storage is required (memory only "
-                              "by name: documents are lost when the process exits)")
+                         help="auto: postgres if POSTGRES is set, gcs if a GCS bucket is, "
+                              "filesystem when embedded; with an external Redis a storage is "
+                              "required (memory only by name: documents are lost when the "
+                              "process exits)")
     path: str = _setting("", help="filesystem root (default <data_dir>/storage)")
-    gcs_bucket: str = _setting("", help="GCS bucket")
+    gcs_bucket: str = _setting("", help="GCS bucket (with storage.kind auto, setting it "
+                                        "selects gcs)",
+                               alias_env=("GOOGLE_CLOUD_STORAGE_BUCKET",),
+                               alias_toml=("storage.bucket",))
     gcs_prefix: str = _setting("", help="object name prefix inside the bucket")
     postgres: str = _setting("", env=("POSTGRES",), secret=True, help="postgres:// URL")
     timeout: float = _setting(30.0, minimum=0.1, help="seconds for one storage call")
@@ -107,6 +132,13 @@ class WorkerConfig:
     idle_wait: float = _setting(1.0, minimum=0.01, help="seconds to wait when no task is due")
     update_callback: str = _setting("", env=("YDOC_UPDATE_CALLBACK",),
                                     help="URL the worker PUTs compacted documents to")
+    metrics_port: int = _setting(0, minimum=0, maximum=65535,
+                                 help="ysync-worker: serve /metrics and /healthz on this port "
+                                      "(0 = off)")
+    retry_max: float = _setting(300.0, minimum=0.0,
+                                help="seconds: longest wait before a failed task is retried "
+                                     "(the wait doubles from redis.task_debounce after each "
+                                     "failure of the same stream)")
     callback_timeout: float = _setting(10.0, minimum=0.1,
                                        help="seconds for one update callback")
 
@@ -133,6 +165,9 @@ class LogConfig:
     level: str = _setting("info", env=("LOG",),
                           choices=("debug", "info", "warning", "error"),
                           help="log level")
+    format: str = _setting("text", choices=("text", "json"),
+                           help="text lines, or one JSON object per line (with room, "
+                                "connection and user fields where known)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +179,8 @@ class Config:
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    #: Said once logging is set up (``ysync.logs.configure``): settings accepted and ignored.
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def embedded_redis(self) -> bool:
@@ -166,13 +203,40 @@ class Config:
     def _storage_kind_or_none(self) -> str | None:
         if self.storage.kind != "auto":
             return self.storage.kind
-        if self.storage.postgres:
+        if self.storage.postgres:  # y-redis's choice: a database URL selects it
             return "postgres"
+        if self.storage.gcs_bucket:  # the Rust port's: a bucket selects GCS
+            return "gcs"
         return "filesystem" if self.embedded_redis else None
+
+    @property
+    def auth_enabled(self) -> bool:
+        """True when clients need a token: ``auth.public_key`` and ``auth.perm_callback`` set.
+
+        Raises :class:`~ysync.errors.ConfigError` when only one of them is: a server would
+        refuse every client, or let anyone in. Checked where tokens are verified (``ysync
+        serve``), not at loading, so that commands that only mint tokens (``ysync token``,
+        which needs ``auth.private_key`` alone) work with the whole key pair exported.
+        """
+        auth = self.auth
+        if auth.perm_callback and not auth.public_key:
+            raise ConfigError("setting auth.public_key (AUTH_PUBLIC_KEY): required when "
+                              "auth.perm_callback is set")
+        if auth.public_key and not auth.perm_callback:
+            raise ConfigError("setting auth.perm_callback (AUTH_PERM_CALLBACK): required when "
+                              "auth.public_key is set")
+        return bool(auth.public_key)
 
     @property
     def storage_path(self) -> Path:
         return Path(self.storage.path or Path(self.embedded.data_dir) / "storage")
+
+    @property
+    def serve_demo(self) -> bool:
+        """True when ``GET /`` answers the demo editor page."""
+        if self.server.demo == "auto":
+            return self.embedded_redis
+        return self.server.demo == "yes"
 
     @property
     def run_worker(self) -> bool:
@@ -184,8 +248,9 @@ class Config:
 
 NO_STORAGE_MESSAGE = (
     "setting storage.kind (YSYNC_STORAGE_KIND): a storage is required with an external Redis "
-    "(redis.url / REDIS): choose filesystem (with storage.path), gcs (with storage.gcs_bucket) "
-    "or postgres (or set POSTGRES=postgres://...), the same one for every server and worker "
+    "(redis.url / REDIS): choose filesystem (with storage.path), gcs (or set only "
+    "storage.gcs_bucket) or postgres (or set only POSTGRES=postgres://...), the same one for "
+    "every server and worker "
     "of the prefix. Memory keeps documents in one process only and loses them when it exits; "
     "for tests and demos choose it by name: YSYNC_STORAGE_KIND=memory")
 
@@ -198,6 +263,16 @@ MEMORY_STORAGE_WARNING = (
 SECTIONS: dict[str, type[Any]] = {
     f.name: f.default_factory  # type: ignore[misc]
     for f in dataclasses.fields(Config)
+    if f.default_factory is not dataclasses.MISSING
+}
+
+#: Keys of the Rust port's config.toml that ysync accepts and ignores, with the warning it logs.
+IGNORED_ALIASES = {
+    "websocket.buffer_capacity": (
+        "config file: [websocket] buffer_capacity is ignored: in the Rust port it is how many "
+        "messages a document's broadcast channel holds for a subscriber that falls behind; "
+        "ysync bounds a slow client in bytes instead (server.send_buffer_limit, "
+        "YSYNC_SERVER_SEND_BUFFER_LIMIT; default 64 MiB) and cuts it off past that"),
 }
 
 
@@ -224,11 +299,14 @@ def redact_url(value: str) -> str:
     return f"{scheme}://{user}:<secret>@{rest[len(userinfo) + 1:]}"
 
 
-def _convert(name: str, source: str, raw: Any, kind: type[Any], f: dataclasses.Field[Any]) -> Any:
+def _shown(raw: Any, f: dataclasses.Field[Any]) -> str:
     if f.metadata["secret"]:
-        shown = "<secret>"
-    else:
-        shown = repr(redact_url(raw) if isinstance(raw, str) else raw)
+        return "<secret>"
+    return repr(redact_url(raw) if isinstance(raw, str) else raw)
+
+
+def _convert(name: str, source: str, raw: Any, kind: type[Any], f: dataclasses.Field[Any]) -> Any:
+    shown = _shown(raw, f)
     where = f"setting {name} (from {source})"
     if kind is bool:
         if isinstance(raw, bool):
@@ -269,9 +347,77 @@ def _convert(name: str, source: str, raw: Any, kind: type[Any], f: dataclasses.F
     return value
 
 
-def env_names(section: str, key: str, f: dataclasses.Field[Any]) -> tuple[str, ...]:
-    """Environment variables for a setting, highest precedence first."""
+def _own_env_names(section: str, key: str, f: dataclasses.Field[Any]) -> tuple[str, ...]:
     return (f"YSYNC_{section.upper()}_{key.upper()}", *f.metadata["env"])
+
+
+def env_names(section: str, key: str, f: dataclasses.Field[Any]) -> tuple[str, ...]:
+    """Environment variables for a setting, highest precedence first: ysync's, y-redis's, then
+    the Rust port's aliases (read only when none of the others is set)."""
+    return (*_own_env_names(section, key, f), *f.metadata["alias_env"])
+
+
+def toml_aliases() -> dict[str, str]:
+    """The Rust port's config.toml keys ysync reads: ``{"websocket.port": "server.port"}``."""
+    return {alias: f"{section}.{key}" for section, key, f, _kind in settings()
+            for alias in f.metadata["alias_toml"]}
+
+
+def _toml_key(dotted: str) -> str:
+    section, _, key = dotted.partition(".")
+    return f"[{section}] {key}"
+
+
+def _check_file_keys(file_values: Mapping[str, Any], path: str | Path) -> None:
+    aliases = {*toml_aliases(), *IGNORED_ALIASES}
+    alias_sections = {alias.partition(".")[0] for alias in aliases}
+    for section, table in file_values.items():
+        if not isinstance(table, dict) or (section not in SECTIONS
+                                           and section not in alias_sections):
+            raise ConfigError(f"config file {path}: unknown section [{section}]")
+        cls = SECTIONS.get(section)
+        known = {f.name for f in dataclasses.fields(cls)} if cls is not None else set()
+        for key in table:
+            if key not in known and f"{section}.{key}" not in aliases:
+                raise ConfigError(f"config file {path}: unknown setting {section}.{key}")
+
+
+def _in_file(file_values: Mapping[str, Any], dotted: str) -> bool:
+    table, _, key = dotted.partition(".")
+    return key in file_values.get(table, {})
+
+
+def _candidates(section: str, key: str, f: dataclasses.Field[Any], environ: Mapping[str, str],
+                file_values: Mapping[str, Any], path: str | Path | None) -> list[tuple[Any, str]]:
+    """The values set for one setting in the highest source that sets it, as (value, source):
+    the name in effect first, then each alias set beside it."""
+    def given(name: str) -> bool:
+        return environ.get(name, "") != ""  # empty means unset, as for y-redis
+
+    own = [name for name in _own_env_names(section, key, f) if given(name)][:1]
+    found = [(environ[name], f"environment {name}")
+             for name in (*own, *f.metadata["alias_env"]) if given(name)]
+    if found:
+        return found
+    for dotted in (f"{section}.{key}", *f.metadata["alias_toml"]):
+        if _in_file(file_values, dotted):
+            table, _, name = dotted.partition(".")
+            where = "" if dotted == f"{section}.{key}" else f", {_toml_key(dotted)}"
+            found.append((file_values[table][name], f"config file {path}{where}"))
+    return found
+
+
+def _agreed(name: str, candidates: list[tuple[Any, str]], kind: type[Any],
+            f: dataclasses.Field[Any]) -> Any:
+    (raw, source), *aliases = candidates
+    value = _convert(name, source, raw, kind, f)
+    for alias_raw, alias_source in aliases:
+        if _convert(name, alias_source, alias_raw, kind, f) != value:
+            raise ConfigError(
+                f"setting {name}: {source} gives {_shown(raw, f)} but {alias_source} (an "
+                f"alias of the same setting) gives {_shown(alias_raw, f)}: remove one, or give "
+                f"both the same value")
+    return value
 
 
 def load_config(
@@ -297,13 +443,7 @@ def load_config(
             raise ConfigError(f"config file {path}: {exc.strerror}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path}: {exc}") from exc
-        for section, table in file_values.items():
-            if section not in SECTIONS or not isinstance(table, dict):
-                raise ConfigError(f"config file {path}: unknown section [{section}]")
-            known = {f.name for f in dataclasses.fields(SECTIONS[section])}
-            for key in table:
-                if key not in known:
-                    raise ConfigError(f"config file {path}: unknown setting {section}.{key}")
+        _check_file_keys(file_values, path)
     overrides = dict(overrides or {})
     for name in overrides:
         section, _, key = name.partition(".")
@@ -317,21 +457,16 @@ def load_config(
         hints = get_type_hints(cls)
         for f in dataclasses.fields(cls):
             name = f"{section}.{f.name}"
-            raw, source = None, ""
             if overrides.get(name) is not None:
-                raw, source = overrides[name], "command line"
+                candidates = [(overrides[name], "command line")]
             else:
-                for env in env_names(section, f.name, f):
-                    if environ.get(env, "") != "":  # empty means unset, as for y-redis
-                        raw, source = environ[env], f"environment {env}"
-                        break
-                else:
-                    if f.name in file_values.get(section, {}):
-                        raw, source = file_values[section][f.name], f"config file {path}"
-            if source:
-                values[f.name] = _convert(name, source, raw, hints[f.name], f)
+                candidates = _candidates(section, f.name, f, environ, file_values, path)
+            if candidates:
+                values[f.name] = _agreed(name, candidates, hints[f.name], f)
         sections[section] = cls(**values)
-    config = Config(**sections)
+    warnings = tuple(message for alias, message in IGNORED_ALIASES.items()
+                     if _in_file(file_values, alias))
+    config = Config(**sections, warnings=warnings)
     _check_consistency(config)
     if environ.get("S3_ENDPOINT") and config.storage.kind == "auto":
         raise ConfigError(
@@ -348,18 +483,17 @@ def _check_consistency(config: Config) -> None:
     if not config.redis.prefix or ":room:" in config.redis.prefix:
         raise ConfigError(f"setting redis.prefix: must be non-empty and not contain ':room:', "
                           f"got {config.redis.prefix!r}")
+    if config.storage.kind == "auto" and config.storage.postgres and config.storage.gcs_bucket:
+        raise ConfigError("setting storage.kind (YSYNC_STORAGE_KIND): both storage.postgres "
+                          "(POSTGRES) and storage.gcs_bucket are set, and either would select "
+                          "its storage: choose one, postgres or gcs")
     kind = config._storage_kind_or_none()  # none: refused where a storage is opened
     if kind == "gcs" and not config.storage.gcs_bucket:
         raise ConfigError("setting storage.gcs_bucket: required when storage.kind is gcs")
     if kind == "postgres" and not config.storage.postgres.startswith(("postgres://", "postgresql://")):
         raise ConfigError("setting storage.postgres (POSTGRES): a postgres:// URL is required "
                           "when storage.kind is postgres")
-    if config.auth.perm_callback and not config.auth.public_key:
-        raise ConfigError("setting auth.public_key (AUTH_PUBLIC_KEY): required when "
-                          "auth.perm_callback is set")
-    if config.auth.public_key and not config.auth.perm_callback:
-        raise ConfigError("setting auth.perm_callback (AUTH_PERM_CALLBACK): required when "
-                          "auth.public_key is set")
+    # the auth.public_key / auth.perm_callback pair: Config.auth_enabled, where tokens are checked
     if config.worker.update_callback and not config.worker.update_callback.startswith(
         ("http://", "https://")
     ):

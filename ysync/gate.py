@@ -124,7 +124,7 @@ class TokenGate(Gate):
 @asynccontextmanager
 async def open_gate(config: Config) -> AsyncIterator[Gate]:
     """The gate the configuration asks for."""
-    if not config.auth.public_key:
+    if not config.auth_enabled:
         log.warning("authentication is OFF: anyone who can reach this server may read and write "
                     "every document (set AUTH_PUBLIC_KEY and AUTH_PERM_CALLBACK to require tokens)")
         yield OpenGate()

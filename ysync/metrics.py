@@ -10,10 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+#: Seconds, for latencies from a millisecond to ten seconds.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Seconds, for work that may take a minute (loading or compacting a large document).
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 class WorkerMetrics:
@@ -40,6 +45,26 @@ class WorkerMetrics:
             "compactions stopped because a stored snapshot does not decode (corrupt): it was "
             "not merged and nothing was trimmed",
             registry=r)
+        self.compaction_seconds = Histogram(
+            "ysync_worker_compaction_seconds",
+            "time to handle one task: read snapshot and stream, merge, persist, trim",
+            buckets=DURATION_BUCKETS, registry=r)
+        self.persisted_bytes = Counter(
+            "ysync_worker_persisted_bytes", "bytes of snapshots persisted to storage",
+            registry=r)
+        self.retries_delayed = Counter(
+            "ysync_worker_retries_delayed",
+            "claimed tasks put off because their stream failed recently (backoff)",
+            registry=r)
+        self.queue_tasks = Gauge(
+            "ysync_worker_queue_tasks",
+            "tasks in the worker queue (one per room stream with entries), as last seen by this "
+            "worker", registry=r)
+        self.oldest_due_task_seconds = Gauge(
+            "ysync_worker_oldest_due_task_seconds",
+            "how long the oldest task in the queue has been due (older than the debounce) and "
+            "not handled, as last seen by this worker; grows when workers fall behind",
+            registry=r)
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))
@@ -63,6 +88,15 @@ class Metrics:
         self.read_batches = Counter("ysync_stream_reads", "XREAD results handled", registry=r)
         self.doc_loads = Counter("ysync_doc_loads", "documents loaded for joining clients",
                                  registry=r)
+        self.doc_load_seconds = Histogram(
+            "ysync_doc_load_seconds",
+            "time to load a document for joining clients (storage snapshot + room stream)",
+            buckets=DURATION_BUCKETS, registry=r)
+        self.fanout_delay_seconds = Histogram(
+            "ysync_fanout_delay_seconds",
+            "from a stream entry's time (its id, Redis's clock) to its frame being written to "
+            "the room's local clients; the oldest entry of each read counts, once per room",
+            buckets=LATENCY_BUCKETS, registry=r)
         self.closed = Counter("ysync_connections_closed_by_server",
                               "connections the server closed", ["reason"], registry=r)
         self.refused = Counter("ysync_upgrades_refused", "WebSocket upgrades refused (401)",

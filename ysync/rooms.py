@@ -8,6 +8,7 @@ vector lacks (a fresh client: the whole document, encoded once and shared).
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 import anyio
@@ -81,9 +82,11 @@ class DocLoader:
 
     async def _run(self, room: str, flight: _Flight) -> None:
         try:
+            started = time.perf_counter()
             loaded = await load_doc(self._client, self._storage, self._prefix, room, INDEX_DOC)
             if self._metrics is not None:
                 self._metrics.doc_loads.inc()
+                self._metrics.doc_load_seconds.observe(time.perf_counter() - started)
             flight.result = JoinDoc(loaded)
         except Exception as exc:  # handed to every waiter, which logs it with its context
             flight.error = exc

@@ -1,4 +1,4 @@
-"""The WebSocket server: ``ws://host:port/<room>`` and ``GET /healthz``.
+"""The WebSocket server: ``ws://host:port/<room>``, ``GET /healthz``, ``/readyz``, ``/metrics``.
 
 Life of a connection (docs/protocol.md): the request is authorized (:mod:`ysync.gate`), the
 connection subscribes to its room stream, the room's document is loaded (shared with every
@@ -8,6 +8,12 @@ go to the room stream, and the stream reader (:mod:`ysync.bus`) sends the room's
 to every local connection. The server keeps no document in memory after a client's initial sync.
 When Redis lost its data (:mod:`ysync.epoch`), every connected client is asked for its whole
 document again (:func:`recover_lost_data`), which restores the room streams.
+
+Stopping (:meth:`RunningServer.drain`, what ``ysync serve`` does on SIGTERM): readiness fails at
+once and new upgrades are refused with 503 (a load balancer retries them on another server);
+the open connections are closed with 1012 (service restart) one by one at random moments over
+``server.drain_period``, so that their clients reconnect to the other servers gradually, not in
+one burst; pending appends are flushed and the in-process worker finishes its tasks in hand.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Sequence
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -41,6 +49,7 @@ from ysync.control import (
     read_room_revocations,
     revoked_connections,
 )
+from ysync.demo import demo_off_response, demo_response
 from ysync.epoch import EpochMarker
 from ysync.errors import (
     AuthError,
@@ -51,7 +60,7 @@ from ysync.errors import (
     YsyncError,
 )
 from ysync.gate import Gate, Grant, open_gate
-from ysync.logs import safe
+from ysync.logs import safe, set_log_context
 from ysync.metrics import CONTENT_TYPE, Metrics
 from ysync.protocol import (
     AwarenessMessage,
@@ -80,6 +89,12 @@ EMPTY_UPDATE = b"\x00\x00"
 #: A state vector of no clients: "I have nothing".
 EMPTY_STATE_VECTOR = b"\x00"
 CLOSE_UNSUPPORTED_DATA = 1003
+#: "Service restart": the client should reconnect (y-websocket does, to whichever server).
+CLOSE_SERVICE_RESTART = 1012
+#: Seconds a readiness answer is reused: probes from several balancers cost one check.
+READINESS_TTL = 1.0
+#: Seconds one readiness check waits for Redis and for the storage at most.
+READINESS_TIMEOUT = 5.0
 #: In y-websocket's "do not reconnect" range 4400-4499 (mirrors HTTP 403).
 CLOSE_PERMISSION_REVOKED = 4403
 #: How far before the newest revocation record seen a sweep reads again (Redis clock steps).
@@ -96,14 +111,22 @@ class RunningServer:
     bus: Bus
     loader: DocLoader
     handler: SyncHandler
+    #: Drain and finish (module docstring); after it returns, leaving the context exits.
+    drain: Callable[[], Awaitable[None]]
 
 
 class SyncHandler:
     """Handles HTTP requests and WebSocket connections for one server process."""
 
     def __init__(self, config: Config, client: aioredis.Redis, bus: Bus, loader: DocLoader,
-                 gate: Gate, metrics: Metrics, appender: Appender) -> None:
+                 gate: Gate, metrics: Metrics, appender: Appender,
+                 storage: Storage | None = None) -> None:
         self._config = config
+        self._storage = storage
+        #: True once the server stops: readiness fails and upgrades are refused
+        self.draining = False
+        self._no_connections = asyncio.Event()
+        self._readiness: tuple[float, str | None] | None = None  # (when, what failed)
         self.metrics = metrics
         self._client = client
         self._bus = bus
@@ -121,13 +144,25 @@ class SyncHandler:
         path, _, query = request.path.partition("?")
         if path == "/healthz":
             return await self._health(ws)
+        if path == "/readyz":
+            return await self._ready(ws)
+        if path == "/livez":  # the process answers: for a liveness probe, which must not
+            # restart servers because Redis or the storage is down
+            return ws.respond(HTTPStatus.OK, "alive\n")
         if path == "/metrics":
             body = self.metrics.render()
             headers = Headers([("Content-Type", CONTENT_TYPE),
                                ("Content-Length", str(len(body)))])
             return Response(HTTPStatus.OK, "OK", headers, body)
         if request.headers.get("Upgrade", "").lower() != "websocket":
+            page = (demo_response if self._config.serve_demo else demo_off_response)(path)
+            if page is not None:
+                return Response(page.status, page.status.phrase, Headers(page.headers), page.body)
+        if request.headers.get("Upgrade", "").lower() != "websocket":
             return ws.respond(HTTPStatus.NOT_FOUND, "not found\n")
+        if self.draining:
+            # 503: a load balancer (nginx's proxy_next_upstream http_503) tries another server
+            return ws.respond(HTTPStatus.SERVICE_UNAVAILABLE, "draining: connect again\n")
         opened_ms = current_time_ms()  # before the permission check: a kick during it counts
         try:
             grant = await self._gate.admit(path, query, request.headers)
@@ -147,6 +182,56 @@ class SyncHandler:
             return ws.respond(HTTPStatus.SERVICE_UNAVAILABLE, "redis unavailable\n")
         return ws.respond(HTTPStatus.OK, "ok\n")
 
+    async def _ready(self, ws: ServerConnection) -> Response:
+        """200 only when Redis and the storage answer and the server is not draining."""
+        if self.draining:
+            return ws.respond(HTTPStatus.SERVICE_UNAVAILABLE, "draining\n")
+        now = time.monotonic()
+        if self._readiness is None or now - self._readiness[0] > READINESS_TTL:
+            problem = await self._readiness_problem()
+            self._readiness = (time.monotonic(), problem)
+        problem = self._readiness[1]
+        if problem is not None:
+            return ws.respond(HTTPStatus.SERVICE_UNAVAILABLE, f"{problem}\n")
+        return ws.respond(HTTPStatus.OK, "ready\n")
+
+    async def _readiness_problem(self) -> str | None:
+        timeout = min(READINESS_TIMEOUT, self._config.redis.timeout)
+        try:
+            with anyio.fail_after(timeout):
+                await self._client.ping()
+        except (redis_errors.RedisError, OSError, TimeoutError) as exc:
+            log.warning("readiness: Redis does not answer: %s", exc)
+            return "redis unavailable"
+        if self._storage is not None:
+            try:
+                with anyio.fail_after(min(READINESS_TIMEOUT, self._config.storage.timeout)):
+                    await self._storage.check()
+            except (StorageError, TimeoutError) as exc:
+                log.warning("readiness: storage does not answer: %s", exc or "timed out")
+                return "storage unavailable"
+        return None
+
+    async def drain(self, period: float) -> None:
+        """Refuse new connections and close the open ones with 1012, each at a random moment
+        within ``period`` seconds; return once all are closed (or ``server.close_timeout``
+        after the last was asked to close)."""
+        self.draining = True
+        conns = [c for c in self.connections if not c.closing]
+        log.info("draining: closing %d connection(s) with 1012 over %.1f s", len(conns), period)
+        start = anyio.current_time()
+        for delay, conn in sorted(((random.uniform(0, period), c) for c in conns),
+                                  key=lambda pair: pair[0]):
+            await anyio.sleep_until(start + delay)
+            conn.close(CLOSE_SERVICE_RESTART, "service restart")
+        for conn in list(self.connections):  # upgraded while the first ones closed
+            conn.close(CLOSE_SERVICE_RESTART, "service restart")
+        if self.connections:
+            with anyio.move_on_after(self._config.server.close_timeout + 1):
+                await self._no_connections.wait()
+        log.info("drained in %.1f s (%d connection(s) still open)",
+                 anyio.current_time() - start, len(self.connections))
+
     def select_subprotocol(self, ws: ServerConnection,
                            offered: Sequence[Subprotocol]) -> Subprotocol | None:
         admitted = self._grants.get(ws)
@@ -158,6 +243,9 @@ class SyncHandler:
 
     async def handle(self, ws: ServerConnection) -> None:
         grant, opened_ms = self._grants.pop(ws)
+        # this connection's lines carry its room, id and user (JSON logs); the fields end with
+        # the handler's task, which websockets runs for each connection
+        set_log_context(room=grant.room, connection=ws.id.hex[:8], user=grant.user_id)
         # the handshake is over: its headers would only cost memory for the connection's life
         # (the request object itself must stay: websockets tells frames from it by its presence)
         for message in (ws.request, ws.response):
@@ -168,6 +256,9 @@ class SyncHandler:
         stream_key = room_stream_key(self._config.redis.prefix, grant.room)
         self._bus.subscribe(stream_key, conn)
         self.connections.add(conn)
+        self._no_connections.clear()
+        if self.draining:  # upgraded just before the drain began
+            conn.close(CLOSE_SERVICE_RESTART, "service restart")
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(conn.write_loop)
@@ -184,6 +275,8 @@ class SyncHandler:
             self.connections.discard(conn)
             self._bus.unsubscribe(stream_key, conn)
             await self._say_goodbye(conn, stream_key)
+            if not self.connections:
+                self._no_connections.set()
 
     async def _serve(self, conn: Connection, stream_key: str) -> None:
         epoch = self._bus.epoch
@@ -450,23 +543,51 @@ async def run_server(config: Config, *, storage: Storage | None = None,
             loader = DocLoader(tg, client, storage, config.redis.prefix, metrics)
             appender = Appender(client, config.redis.prefix, timeout=config.redis.timeout)
             tg.start_soon(appender.run)
-            handler = SyncHandler(config, client, bus, loader, gate, metrics, appender)
+            handler = SyncHandler(config, client, bus, loader, gate, metrics, appender,
+                                  storage)
             tg.start_soon(listen_for_commands, client, config.redis.prefix, handler)
             if config.auth.recheck_interval > 0:
                 tg.start_soon(handler.sweep_revocations)
             tg.start_soon(marker.run, functools.partial(
                 recover_lost_data, client, config.redis.prefix, bus, handler))
+            worker_done = anyio.Event()
+            worker = None
             if config.run_worker:
                 from workers.compactor import Worker
 
                 worker = Worker(client, storage, config, metrics=metrics.worker)
-                tg.start_soon(worker.run)
+
+                async def run_worker() -> None:
+                    try:
+                        await worker.run()
+                    finally:
+                        worker_done.set()
+
+                tg.start_soon(run_worker)
+
+            async def drain() -> None:
+                await handler.drain(config.server.drain_period)
+                with anyio.move_on_after(config.redis.timeout):
+                    await appender.flush()
+                if worker is not None:
+                    worker.stop()  # it finishes the tasks in hand; the rest stay queued
+                    with anyio.move_on_after(config.server.shutdown_timeout):
+                        await worker_done.wait()
+                    if not worker_done.is_set():
+                        log.warning("the in-process worker did not finish its tasks within "
+                                    "%.1f s; they are released and retried by any worker",
+                                    config.server.shutdown_timeout)
+
             server = await _listen(config, handler)
             try:
                 port = _bound_port(server)
                 log.info("ysync listening on ws://%s:%d/<room> (redis %s, storage %s)",
                          config.server.host, port, redact_url(redis_url), config.storage_kind)
-                yield RunningServer(port, config.server.host, redis_url, bus, loader, handler)
+                if config.serve_demo:
+                    log.info("demo editor page: http://%s:%d/ (open it in two tabs; "
+                             "server.demo=no turns it off)", config.server.host, port)
+                yield RunningServer(port, config.server.host, redis_url, bus, loader, handler,
+                                    drain)
             finally:
                 server.close(close_connections=True)
                 with anyio.move_on_after(config.server.shutdown_timeout) as scope:

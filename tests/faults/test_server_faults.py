@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import signal
 import uuid
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -20,7 +17,15 @@ from ysync.config import StorageConfig
 from ysync.epoch import epoch_key
 from ysync.streams import room_stream_key
 
-from harness import NodeClients, ServerProcess, running_server, wait_until
+from harness import (
+    NodeClients,
+    ServerProcess,
+    burst,
+    converged,
+    items_of,
+    running_server,
+    wait_until,
+)
 from redis_process import RedisProcess
 from storage_fixtures import storage_env
 
@@ -29,31 +34,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.node]
 #: items each client writes in its burst, and the ms between two of them
 BURST = 150
 PACE_MS = 15
-
-
-def items_of(names: Iterable[str], count: int) -> list[str]:
-    """What the bursts of ``names`` (:func:`burst`, ``count`` items each) write."""
-    return [f"{name}.{i}" for name in names for i in range(count)]
-
-
-async def burst(clients: NodeClients, name: str, count: int, pace_ms: int) -> None:
-    """``name`` writes the items ``<name>.<i>`` (client.mjs ``burst``)."""
-    await clients.call("burst", name=name, tag=f"{name}.", count=count, interval=pace_ms,
-                       wait=30 + count * pace_ms / 1000)
-
-
-def holds_all(state: dict[str, Any], items: list[str]) -> bool:
-    """The document holds each item once in the map, the array and the text, and nothing else."""
-    pieces = re.findall(r"\[([^\[\]]*)\]", state["text"])
-    return (state["map"] == {item: int(item.rsplit(".", 1)[1]) for item in items}
-            and sorted(state["arr"]) == sorted(items) and sorted(pieces) == sorted(items)
-            and len(state["text"]) == sum(len(item) + 2 for item in items))
-
-
-async def converged(clients: NodeClients, names: list[str], items: list[str]) -> bool:
-    """Every client of ``names`` holds every item, and their documents are the same."""
-    states = [await clients.get(name) for name in names]
-    return all(holds_all(state, items) and state == states[0] for state in states)
 
 
 async def test_server_killed_mid_burst_while_clients_write_on_two_servers(
@@ -69,7 +49,7 @@ async def test_server_killed_mid_burst_while_clients_write_on_two_servers(
     room = "burst"
     killed, survivor = ["a1", "a2"], ["b1", "b2"]
     writers = killed + survivor
-    items = items_of(writers, BURST)
+    items = items_of(writers, "b", BURST)
     a = await ServerProcess(env).start()
     try:
         async with NodeClients(node_dir) as clients, running_server(env) as b:
@@ -77,7 +57,7 @@ async def test_server_killed_mid_burst_while_clients_write_on_two_servers(
                 await clients.open(name, (a if name in killed else b).url, room)
             for name in writers:
                 await clients.synced(name)
-            bursts = [asyncio.create_task(burst(clients, name, BURST, PACE_MS))
+            bursts = [asyncio.create_task(burst(clients, name, "b", BURST, PACE_MS))
                       for name in writers]
             try:
                 async def a_server_relaying() -> bool:  # a1's items reach b1 through Redis
@@ -135,8 +115,8 @@ async def test_redis_restarted_from_its_aof_while_clients_stay_connected(
             for name in names:
                 await clients.synced(name)
             for name in names:
-                await burst(clients, name, 20, 0)
-            before = items_of(names, 20)
+                await burst(clients, name, "r", 20, 0)
+            before = items_of(names, "r", 20)
             await wait_until(lambda: converged(clients, names, before), 15,
                              "both clients to hold every item before the restart")
             async with _client(redis) as probe:

@@ -18,7 +18,7 @@ from websockets.typing import Subprotocol
 from ysync.auth import generate_keypair, load_private_key, mint_token
 
 from conftest import seconds
-from harness import PermissionEndpoint, ServerProcess, running_server, serving_http
+from harness import PermissionEndpoint, ServerProcess, raw_request, running_server, serving_http
 
 pytestmark = pytest.mark.anyio
 
@@ -48,16 +48,7 @@ def token_for(private_key: str, user: str) -> str:
     return mint_token(load_private_key(private_key), user, 600)
 
 
-async def raw_request(port: int, request: bytes) -> bytes:
-    """Send ``request`` as it is and read the answer until the server closes the socket."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(request)
-        await writer.drain()
-        return await asyncio.wait_for(reader.read(), seconds(10))
-    finally:
-        writer.close()
-        await writer.wait_closed()
+
 
 
 def upgrade(path: bytes, *extra_headers: bytes) -> bytes:

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -185,9 +186,64 @@ async def test_timed_out_persist_loses_nothing_and_is_retried(
     assert entry["consumer"] == b"patient"  # still queued, claimed again after the debounce
 
     storage.hang = False
+    # this worker backs off (2 s at least): claimed again at once, the task is put off
     assert await worker.process_due_tasks() == 1
-    assert worker.failures == 1 and counted(worker, "ysync_worker_tasks_completed") == 1
+    assert counted(worker, "ysync_worker_retries_delayed") == 1
+    assert counted(worker, "ysync_worker_tasks_completed") == 0
+    assert await client.xlen(key) == len(updates)
+    # another worker, which never failed on it, takes it after the debounce (0 here)
+    other = Worker(client, storage, config, consumer="other")
+    assert await other.process_due_tasks() == 1
+    assert other.failures == 0 and counted(other, "ysync_worker_tasks_completed") == 1
     stored = await storage.retrieve_doc("hanging", "index")
+    assert stored is not None and doc_json_of_v2(stored.update_v2) == expected
+
+
+async def test_a_failing_stream_is_retried_with_a_growing_delay(
+    redis_url: str, prefix: str, client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each failure of the same stream doubles this worker's wait before it retries, up to
+    ``worker.retry_max``; the first success clears it."""
+    import workers.compactor as compactor
+
+    monkeypatch.setattr(compactor, "MIN_BACKOFF", 0.05)
+
+    class Failing(MemoryStorage):
+        failing = True
+
+        async def persist_doc(self, room: str, docid: str, update_v2: bytes) -> None:
+            if self.failing:
+                raise StorageError("refused")
+            await super().persist_doc(room, docid, update_v2)
+
+    config = make_config(redis_url=redis_url, prefix=prefix,
+                         storage=StorageConfig(kind="memory"), retry_max=0.3)
+    key = room_stream_key(prefix, "flaky")
+    updates, expected = edit_doc(client_id=9)
+    await append_updates(client, prefix, key, updates)
+    storage = Failing()
+    worker = Worker(client, storage, config, consumer="backing-off")
+    delays = []
+    for _ in range(4):
+        with anyio.fail_after(10):
+            while worker._backoff.get(key) is not None and \
+                    time.monotonic() < worker._backoff[key].retry_at:
+                assert await worker.process_due_tasks() == 1  # claimed, put off
+                await anyio.sleep(0.01)
+            before = worker.failures
+            assert await worker.process_due_tasks() == 1
+            assert worker.failures == before + 1
+            backoff = worker._backoff[key]
+            delays.append(round(backoff.retry_at - time.monotonic(), 2))
+    assert [w - 0.02 <= d <= w for d, w in zip(delays, (0.1, 0.2, 0.3, 0.3), strict=True)] == \
+        [True] * 4, delays
+    assert counted(worker, "ysync_worker_retries_delayed") > 0
+    assert await client.xlen(key) == len(updates)  # nothing trimmed meanwhile
+    storage.failing = False
+    await anyio.sleep(0.31)
+    assert await worker.process_due_tasks() == 1
+    assert key not in worker._backoff
+    stored = await storage.retrieve_doc("flaky", "index")
     assert stored is not None and doc_json_of_v2(stored.update_v2) == expected
 
 
@@ -224,6 +280,7 @@ async def test_corrupt_snapshot_is_never_merged(
 
     with caplog.at_level(logging.ERROR, logger="workers.compactor"):
         for attempt in (1, 2):  # retried, failing the same way each time
+            worker._backoff.clear()  # as if its backoff (tested above) had passed
             assert await worker.process_due_tasks() == 1
             assert worker.failures == attempt
     assert counted(worker, "ysync_worker_unreadable_snapshots") == 2
@@ -235,6 +292,7 @@ async def test_corrupt_snapshot_is_never_merged(
     assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
 
     files[0].write_bytes(good)  # repaired (restored from a backup)
+    worker._backoff.clear()
     assert await worker.process_due_tasks() == 1
     assert worker.failures == 2
     stored = await storage.retrieve_doc(room, "index")

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from ysync.auth import current_time_ms, generate_keypair, load_public_key, verify_token
 from ysync.cli import main
 from ysync.config import env_names, settings
 
@@ -149,3 +150,72 @@ def test_unknown_flag_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> No
         main(["config", "--server-nope", "1"])
     assert info.value.code == 2
     assert "--server-nope" in capsys.readouterr().err
+
+
+# --- ysync token, and the auth pair ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("with_public_key", [False, True])
+def test_token_needs_only_the_private_key(capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch,
+                                          with_public_key: bool) -> None:
+    """``ysync keys generate`` prints both keys: exported together, with no permission
+    callback (what only a server needs), they must not stop ``ysync token``."""
+    public, private = generate_keypair()
+    monkeypatch.setenv("AUTH_PRIVATE_KEY", private)
+    if with_public_key:
+        monkeypatch.setenv("AUTH_PUBLIC_KEY", public)
+    assert main(["token", "--user", "alice", "--ttl", "60"]) == 0
+    token = capsys.readouterr().out.strip()
+    assert verify_token(token, load_public_key(public), current_time_ms()).user_id == "alice"
+
+
+def test_token_without_a_private_key_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["token", "--user", "alice"]) == 2
+    assert "AUTH_PRIVATE_KEY" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("env", "missing"), [
+    ("AUTH_PUBLIC_KEY", "AUTH_PERM_CALLBACK"),
+    ("AUTH_PERM_CALLBACK", "AUTH_PUBLIC_KEY"),
+])
+def test_serve_refuses_half_of_the_auth_pair(capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch, env: str,
+                                             missing: str) -> None:
+    values = {"AUTH_PUBLIC_KEY": generate_keypair()[0], "AUTH_PERM_CALLBACK": "http://h/perm"}
+    monkeypatch.setenv(env, values[env])
+    assert main(["serve", "--port", "0"]) == 2  # refused before anything starts
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert missing in captured.err
+
+
+# --- the Rust port's names, and log.format -----------------------------------------------------
+
+
+def test_help_lists_the_rust_port_aliases(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["config", "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps the help text
+    assert "PORT, WS_PORT; config.toml also: [websocket] port" in out
+    assert "YSYNC_REDIS_URL, REDIS, REDIS_URL" in out
+    assert "GOOGLE_CLOUD_STORAGE_BUCKET; config.toml also: [storage] bucket" in out
+
+
+def test_config_reads_a_rust_port_config_file_and_warns_once_logging_is_up(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "config.toml").write_text(
+        "[websocket]\nport = 8000\nbuffer_capacity = 256\n[storage]\nbucket = 'docs'\n",
+        encoding="utf-8")
+    monkeypatch.setenv("REDIS_URL", "redis://cache:6379")
+    logging.getLogger().handlers[:] = []  # as in a fresh process: the CLI sets logging up
+    monkeypatch.setenv("YSYNC_LOG_FORMAT", "json")
+    assert main(["config"]) == 0  # reads ./config.toml
+    captured = capsys.readouterr()
+    printed = json.loads(captured.out)
+    assert printed["server"]["port"] == 8000
+    assert printed["redis"]["url"] == "redis://cache:6379"
+    assert printed["storage"]["gcs_bucket"] == "docs"
+    [warning] = [json.loads(line) for line in captured.err.splitlines()]
+    assert warning["level"] == "warning" and "buffer_capacity" in warning["message"]

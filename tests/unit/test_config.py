@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ysync.config import Config, env_names, load_config, redact_url, settings
+from ysync.config import Config, env_names, load_config, redact_url, settings, toml_aliases
 from ysync.errors import ConfigError
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config.toml"
@@ -224,6 +224,149 @@ def test_run_worker_resolution(redis: str, enabled: str, expected: bool) -> None
     assert config.run_worker is expected
 
 
+@pytest.mark.parametrize(("environ", "expected"), [
+    ({}, False),
+    ({"AUTH_PUBLIC_KEY": "{}", "AUTH_PERM_CALLBACK": "http://h/perm"}, True),
+    ({"AUTH_PRIVATE_KEY": "{}"}, False),  # a key to mint tokens with does not turn auth on
+])
+def test_auth_enabled(environ: dict[str, str], expected: bool) -> None:
+    assert load_config(None, environ).auth_enabled is expected
+
+
+@pytest.mark.parametrize(("environ", "expected"), [
+    ({"AUTH_PERM_CALLBACK": "http://h/perm"}, ["auth.public_key", "AUTH_PUBLIC_KEY"]),
+    ({"AUTH_PUBLIC_KEY": "{}"}, ["auth.perm_callback", "AUTH_PERM_CALLBACK"]),
+    ({"AUTH_PUBLIC_KEY": "{}", "AUTH_PRIVATE_KEY": "{}"}, ["auth.perm_callback"]),
+])
+def test_half_of_the_auth_pair_is_refused_where_tokens_are_checked(
+    environ: dict[str, str], expected: list[str]
+) -> None:
+    """Loading accepts it (``ysync token`` needs only the private key, and an exported key pair
+    must not stop it); ``Config.auth_enabled``, which ``ysync serve`` checks, refuses it."""
+    config = load_config(None, environ)
+    with pytest.raises(ConfigError) as info:
+        config.auth_enabled  # noqa: B018
+    for part in expected:
+        assert part in str(info.value)
+
+
+# --- the Rust port's names ---------------------------------------------------------------------
+
+RUST_PORT_TOML = """
+[redis]
+url = "redis://cache:6379"
+prefix = "rp"
+task_debounce = 1000
+min_message_lifetime = 2000
+
+[websocket]
+port = 8000
+buffer_capacity = 256
+
+[storage]
+bucket = "yrs-docs"
+"""
+
+
+@pytest.mark.parametrize(("env", "value", "attribute", "expected"), [
+    ("REDIS_URL", "redis://cache:6380/1", "redis.url", "redis://cache:6380/1"),
+    ("WS_PORT", "8000", "server.port", 8000),
+    ("GOOGLE_CLOUD_STORAGE_BUCKET", "yrs-docs", "storage.gcs_bucket", "yrs-docs"),
+])
+def test_rust_port_environment_names(env: str, value: str, attribute: str,
+                                     expected: Any) -> None:
+    section, key = attribute.split(".")
+    assert getattr(getattr(load_config(None, {env: value}), section), key) == expected
+
+
+def test_rust_port_config_file_works_unchanged(tmp_path: Path) -> None:
+    config = load_config(write_toml(tmp_path, RUST_PORT_TOML), {})
+    assert config.redis.url == "redis://cache:6379"
+    assert (config.redis.prefix, config.redis.task_debounce) == ("rp", 1000)
+    assert config.redis.min_message_lifetime == 2000
+    assert config.server.port == 8000
+    assert config.storage.gcs_bucket == "yrs-docs"
+    assert config.storage_kind == "gcs"  # where the Rust port stores, with kind auto
+    # buffer_capacity has no ysync meaning: accepted, ignored, and said so once logging is up
+    [warning] = config.warnings
+    assert "buffer_capacity" in warning and "server.send_buffer_limit" in warning
+    assert load_config(None, {}).warnings == ()
+
+
+@pytest.mark.parametrize("redis", ["", "redis://h:6379"])
+def test_a_gcs_bucket_selects_gcs_storage_with_kind_auto(redis: str) -> None:
+    for environ in ({"GOOGLE_CLOUD_STORAGE_BUCKET": "b"}, {"YSYNC_STORAGE_GCS_BUCKET": "b"}):
+        assert load_config(None, {"REDIS": redis, **environ}).storage_kind == "gcs"
+    config = load_config(None, {"REDIS": redis, "GOOGLE_CLOUD_STORAGE_BUCKET": "b",
+                                "YSYNC_STORAGE_KIND": "memory"})
+    assert config.storage_kind == "memory"  # a kind by name still wins
+
+
+def test_a_gcs_bucket_and_postgres_with_kind_auto_is_ambiguous() -> None:
+    environ = {"GOOGLE_CLOUD_STORAGE_BUCKET": "b", "POSTGRES": "postgres://u@db/ydocs"}
+    message = config_error(environ=environ)
+    assert "storage.kind" in message and "postgres" in message and "gcs" in message
+    environ["YSYNC_STORAGE_KIND"] = "postgres"
+    assert load_config(None, environ).storage_kind == "postgres"
+
+
+def test_ysync_names_win_over_aliases_that_agree(tmp_path: Path) -> None:
+    assert load_config(None, {"YSYNC_SERVER_PORT": "3000", "WS_PORT": "3000"}).server.port == 3000
+    assert load_config(None, {"PORT": "3000", "WS_PORT": "03000"}).server.port == 3000  # values
+    path = write_toml(tmp_path, "[server]\nport = 4000\n[websocket]\nport = 4000\n")
+    assert load_config(path, {}).server.port == 4000
+
+
+def test_an_alias_in_the_environment_beats_the_file(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "[server]\nport = 1111\n[redis]\nurl = 'redis://file'\n")
+    config = load_config(path, {"WS_PORT": "2222", "REDIS_URL": "redis://env"})
+    assert (config.server.port, config.redis.url) == (2222, "redis://env")
+    assert load_config(path, {"WS_PORT": "2222"}, {"server.port": "3333"}).server.port == 3333
+
+
+@pytest.mark.parametrize(("environ", "expected"), [
+    ({"YSYNC_SERVER_PORT": "3000", "WS_PORT": "4000"},
+     ["server.port", "environment YSYNC_SERVER_PORT", "'3000'", "environment WS_PORT", "'4000'"]),
+    ({"PORT": "3000", "WS_PORT": "4000"}, ["server.port", "environment PORT", "WS_PORT"]),
+    ({"REDIS": "redis://a", "REDIS_URL": "redis://:pw@b"},
+     ["redis.url", "environment REDIS", "environment REDIS_URL", "redis://:<secret>@b"]),
+    ({"YSYNC_STORAGE_GCS_BUCKET": "a", "GOOGLE_CLOUD_STORAGE_BUCKET": "b"},
+     ["storage.gcs_bucket", "GOOGLE_CLOUD_STORAGE_BUCKET", "'a'", "'b'"]),
+    ({"WS_PORT": "port"}, ["server.port", "environment WS_PORT", "'port'"]),
+])
+def test_an_alias_that_disagrees_in_the_same_source_is_refused(
+    environ: dict[str, str], expected: list[str]
+) -> None:
+    message = config_error(environ=environ)
+    for part in expected:
+        assert part in message
+    assert "pw" not in message
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("[server]\nport = 3000\n[websocket]\nport = 4000\n",
+     ["server.port", "3000", "[websocket] port", "4000"]),
+    ("[storage]\ngcs_bucket = 'a'\nbucket = 'b'\n", ["storage.gcs_bucket", "[storage] bucket"]),
+    ("[websocket]\nport = 'x'\n", ["server.port", "[websocket] port", "'x'"]),
+    ("[websocket]\nhost = '0.0.0.0'\n", ["websocket.host"]),
+    ("[websocket]\nbuffer_capacity = 256\n[other]\nx = 1\n", ["[other]"]),
+])
+def test_bad_rust_port_file_values(tmp_path: Path, text: str, expected: list[str]) -> None:
+    message = config_error(write_toml(tmp_path, text))
+    for part in expected:
+        assert part in message
+
+
+def test_aliases_are_listed_after_the_ysync_and_y_redis_names() -> None:
+    names = {f"{section}.{key}": env_names(section, key, f) for section, key, f, _ in settings()}
+    assert names["server.port"] == ("YSYNC_SERVER_PORT", "PORT", "WS_PORT")
+    assert names["redis.url"] == ("YSYNC_REDIS_URL", "REDIS", "REDIS_URL")
+    assert names["storage.gcs_bucket"] == ("YSYNC_STORAGE_GCS_BUCKET",
+                                           "GOOGLE_CLOUD_STORAGE_BUCKET")
+    assert toml_aliases() == {"websocket.port": "server.port",
+                              "storage.bucket": "storage.gcs_bucket"}
+
+
 # --- bad values --------------------------------------------------------------------------------
 
 
@@ -253,8 +396,6 @@ def test_run_worker_resolution(redis: str, enabled: str, expected: bool) -> None
         ({"YSYNC_STORAGE_KIND": "gcs"}, ["storage.gcs_bucket"]),
         ({"YSYNC_STORAGE_KIND": "postgres"}, ["storage.postgres", "POSTGRES"]),
         ({"POSTGRES": "mysql://db"}, ["storage.postgres", "POSTGRES"]),
-        ({"AUTH_PERM_CALLBACK": "http://h/perm"}, ["auth.public_key", "AUTH_PUBLIC_KEY"]),
-        ({"AUTH_PUBLIC_KEY": "{}"}, ["auth.perm_callback", "AUTH_PERM_CALLBACK"]),
     ],
 )
 def test_bad_environment_value_names_the_setting(environ: dict[str, str],

@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import io
+import json
 import logging
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from ysync.auth import generate_keypair, load_private_key, mint_token
-from ysync.logs import REDACTED, SafeLogFilter, basic_config, escape, install, redact, safe
+from ysync.config import Config, LogConfig
+from ysync.logs import (
+    REDACTED,
+    JsonFormatter,
+    SafeLogFilter,
+    basic_config,
+    configure,
+    escape,
+    install,
+    log_context,
+    redact,
+    reset_log_context,
+    safe,
+    set_log_context,
+)
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +159,183 @@ def test_basic_config_filters_the_handler_it_adds_and_no_other() -> None:
         # a root logger with handlers (a test runner's) is left as it is, as basicConfig does
         basic_config(stream=io.StringIO())
         assert root.handlers == [handler]
+    finally:
+        root.handlers = saved
+        root.setLevel(level)
+
+
+# --- JSON lines --------------------------------------------------------------------------------
+
+TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+@pytest.fixture
+def json_lines() -> Iterator[tuple[logging.Logger, Callable[[], list[dict[str, Any]]]]]:
+    """A logger writing JSON lines through a filtered handler, as ``log.format = json`` does;
+    the second item parses what it wrote, one object per line (every line must parse)."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter())
+    install([handler])
+    logger = logging.getLogger("test.json_logs")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+
+    def lines() -> list[dict[str, Any]]:
+        text = out.getvalue()
+        assert text.endswith("\n")
+        # splitlines also splits at U+2028, U+0085, CR...: none may occur unescaped
+        return [json.loads(line) for line in text.splitlines()]
+
+    try:
+        yield logger, lines
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+
+
+def test_json_lines_have_time_level_logger_and_message(json_lines: Any) -> None:
+    logger, lines = json_lines
+    logger.info("room %s: %d clients", "r1", 3)
+    logger.warning("caf\u00e9 \u6587")
+    first, second = lines()
+    assert set(first) == {"time", "level", "logger", "message"}  # no context: no such fields
+    assert TIME.match(first["time"]), first["time"]
+    assert (first["level"], first["logger"], first["message"]) == (
+        "info", "test.json_logs", "room r1: 3 clients")
+    assert (second["level"], second["message"]) == ("warning", "caf\u00e9 \u6587")
+
+
+def test_json_time_is_utc_with_milliseconds() -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
+    record.created, record.msecs = 0.25, 250.0
+    assert json.loads(JsonFormatter().format(record))["time"] == "1970-01-01T00:00:00.250Z"
+
+
+def test_json_fields_from_the_context_and_from_extra(json_lines: Any) -> None:
+    logger, lines = json_lines
+    with log_context(room="my%20room", connection="3f2a9c01"):
+        logger.info("joined")
+        with log_context(user="alice"):  # nested: adds to the outer fields
+            logger.info("authenticated")
+        logger.info("written", extra={"room": "other"})  # a call's extra wins
+    logger.info("after")
+    joined, authenticated, written, after = lines()
+    assert (joined["room"], joined["connection"]) == ("my%20room", "3f2a9c01")
+    assert "user" not in joined
+    assert authenticated["user"] == "alice"
+    assert authenticated["room"] == "my%20room"
+    assert (written["room"], written["connection"]) == ("other", "3f2a9c01")
+    assert not {"room", "connection", "user"} & set(after)  # the block ended
+
+
+@pytest.mark.anyio
+async def test_json_context_is_inherited_by_tasks_and_ends_with_its_task(json_lines: Any) -> None:
+    logger, lines = json_lines
+
+    async def connection_handler(room: str) -> None:
+        set_log_context(room=room, connection="c1")  # a task of its own: no reset needed
+        await asyncio.create_task(child())
+
+    async def child() -> None:
+        logger.info("from a task the handler started")
+
+    await asyncio.create_task(connection_handler("r"))
+    logger.info("outside")
+    inside, outside = lines()
+    assert (inside["room"], inside["connection"]) == ("r", "c1")
+    assert "room" not in outside
+
+
+def test_set_log_context_token_resets(json_lines: Any) -> None:
+    logger, lines = json_lines
+    token = set_log_context(user="bob")
+    logger.info("in")
+    reset_log_context(token)
+    logger.info("out")
+    inside, outside = lines()
+    assert inside["user"] == "bob" and "user" not in outside
+
+
+def test_json_redacts_tokens_in_the_message_and_the_fields(json_lines: Any, token: str) -> None:
+    logger, lines = json_lines
+    with log_context(room=f"r?yauth={token}", user=f"u {token}"):
+        logger.debug("< GET %s HTTP/1.1", f"/r?yauth={token}")
+        logger.info("refused", extra={"connection": f"yauth-{token}"})
+    traced, refused = lines()
+    assert token.rsplit(".", 1)[1] not in json.dumps([traced, refused])
+    assert traced["message"] == f"< GET /r?yauth={REDACTED} HTTP/1.1"
+    assert traced["room"] == f"r?yauth={REDACTED}"
+    assert traced["user"] == f"u {REDACTED}"
+    assert refused["connection"] == f"yauth-{REDACTED}"
+
+
+def test_json_escapes_control_characters_as_text_does(json_lines: Any) -> None:
+    logger, lines = json_lines
+    with log_context(room="/a\x1b[31mb\r\n\u2028c"):
+        logger.info("refused %s", "/a\x00b\nFAKE ERROR line\x85\u202e")
+    [line] = lines()  # one record, one line: nothing forged
+    assert line["message"] == "refused /a\\x00b\\nFAKE ERROR line\\x85\\u202e"
+    assert line["room"] == "/a\\x1b[31mb\\r\\n\\u2028c"  # the same escapes as in text lines
+
+
+def test_json_exception_text(json_lines: Any, token: str) -> None:
+    logger, lines = json_lines
+    try:
+        raise ValueError(f"invalid header a\x1bb yauth={token}")
+    except ValueError:
+        logger.exception("handshake failed")
+    [line] = lines()
+    assert line["level"] == "error"
+    assert line["message"] == "handshake failed"
+    assert line["exception"].startswith("Traceback (most recent call last):\n")  # lines kept
+    assert f"ValueError: invalid header a\\x1bb yauth={REDACTED}" in line["exception"]
+    assert token not in line["exception"]
+
+
+def test_json_formatter_is_safe_without_the_filter(token: str) -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "%s", (f"\x1b yauth={token}",),
+                               None)
+    record.room = "a\rb"
+    line = json.loads(JsonFormatter().format(record))
+    assert (line["message"], line["room"]) == (f"\\x1b yauth={REDACTED}", "a\\rb")
+
+
+def test_basic_config_json_format_and_configure_from_the_config() -> None:
+    root = logging.getLogger()
+    saved, level = list(root.handlers), root.level
+    out = io.StringIO()
+    try:
+        root.handlers = []
+        config = dataclasses.replace(
+            Config(log=LogConfig(level="warning", format="json")), warnings=("noted",))
+        configure(config, stream=out)
+        [handler] = root.handlers
+        assert isinstance(handler.formatter, JsonFormatter)
+        assert any(isinstance(f, SafeLogFilter) for f in handler.filters)
+        assert root.level == logging.WARNING
+        logging.getLogger("test.configure").warning("a\x1bb")
+        logging.getLogger("test.configure").info("below the level")
+        warned, logged = (json.loads(line) for line in out.getvalue().splitlines())
+        assert (warned["logger"], warned["message"]) == ("ysync.config", "noted")
+        assert logged["message"] == "a\\x1bb"
+    finally:
+        root.handlers = saved
+        root.setLevel(level)
+
+
+def test_configure_text_format_is_unchanged() -> None:
+    root = logging.getLogger()
+    saved, level = list(root.handlers), root.level
+    out = io.StringIO()
+    try:
+        root.handlers = []
+        configure(Config(), stream=out)
+        with log_context(room="r", connection="c"):
+            logging.getLogger("test.configure").info("a\x1bb")
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO test.configure: a\\x1bb\n",
+                            out.getvalue()), out.getvalue()
     finally:
         root.handlers = saved
         root.setLevel(level)

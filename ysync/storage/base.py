@@ -47,6 +47,11 @@ class Storage(ABC):
         stored = await self.retrieve_doc(room, docid)
         return None if stored is None else state_vector_from_v2(stored.update_v2)
 
+    @abstractmethod
+    async def check(self) -> None:
+        """One cheap round trip to the backend (for ``/readyz``); raises ``StorageError`` when
+        it does not answer, within the backend's call timeout."""
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections held by the backend."""
 

@@ -102,6 +102,15 @@ class FilesystemStorage(Storage):
         except OSError as exc:
             raise StorageError(f"filesystem storage: {what} failed: {exc}") from exc
 
+    async def check(self) -> None:
+        def probe() -> None:
+            if not self.root.is_dir():
+                raise StorageError(f"filesystem storage: {self.root} is not a directory")
+            if not os.access(self.root, os.W_OK | os.X_OK):
+                raise StorageError(f"filesystem storage: {self.root} is not writable")
+
+        await self._run(f"checking {self.root}", probe)
+
     async def retrieve_doc(self, room: str, docid: str) -> StoredDoc | None:
         folder = self._doc_dir(room, docid)
 

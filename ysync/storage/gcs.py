@@ -147,6 +147,17 @@ class GcsStorage(Storage):
         raise StorageError(f"gcs storage: snapshots under gs://{self.bucket_name}/{folder} kept "
                            f"vanishing while being read ({_READ_ATTEMPTS} attempts)")
 
+    async def check(self) -> None:
+        def list_one() -> None:
+            # a listing, not a bucket read: it needs only the permission the storage needs
+            blobs: Any = self._client.list_blobs(self._bucket, prefix=self.prefix or None,
+                                                 max_results=1, timeout=self.timeout,
+                                                 retry=self._retry)
+            for _blob in blobs:
+                break
+
+        await self._call(f"listing gs://{self.bucket_name}/{self.prefix}", list_one)
+
     async def _list(self, folder: str) -> list[str]:
         def list_names() -> list[str]:
             blobs: Any = self._client.list_blobs(self._bucket, prefix=folder,

@@ -24,6 +24,9 @@ class MemoryStorage(Storage):
     async def persist_doc(self, room: str, docid: str, update_v2: bytes) -> None:
         self._docs.setdefault((room, docid), {})[str(uuid.uuid4())] = bytes(update_v2)
 
+    async def check(self) -> None:
+        """Memory always answers."""
+
     async def delete_references(self, room: str, docid: str, references: Sequence[str]) -> None:
         snapshots = self._docs.get((room, docid))
         if snapshots is None:

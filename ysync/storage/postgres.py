@@ -110,6 +110,12 @@ class PostgresStorage(Storage):
         except psycopg.Error as exc:
             raise StorageError(f"postgres storage: {what} failed: {exc}") from exc
 
+    async def check(self) -> None:
+        async def select_one(conn: psycopg.AsyncConnection[Any]) -> None:
+            await conn.execute("SELECT 1")
+
+        await self._execute("checking the connection", select_one)
+
     async def retrieve_doc(self, room: str, docid: str) -> StoredDoc | None:
         async def select(conn: psycopg.AsyncConnection[Any]) -> list[tuple[bytes, int]]:
             cur = await conn.execute(
