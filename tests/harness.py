@@ -76,7 +76,8 @@ class ServerProcess:
             await self.stop()
             raise AssertionError(f"server did not start ({text!r}):\n"
                                  + "\n".join(self.stderr_lines))
-        self.url = text.removeprefix("ysync ready on ")
+        # "ysync ready on ws://host:port", "... (N processes)" from a supervisor
+        self.url = text.removeprefix("ysync ready on ").split(" ", 1)[0]
         self.port = int(self.url.rsplit(":", 1)[1])
         return self
 

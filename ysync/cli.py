@@ -269,7 +269,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             config.storage_kind  # noqa: B018 - refuses a missing storage before anything starts
             config.auth_enabled  # noqa: B018 - refuses half of the auth pair, likewise
-            run_async(config, _serve, config)
+            from ysync.supervisor import process_count, supervise
+
+            if process_count(config) > 1:
+                given = list(sys.argv[1:] if argv is None else argv)
+                serve_args = given[given.index("serve") + 1:]
+                run_async(config, supervise, config, serve_args, args.config)
+            else:
+                run_async(config, _serve, config)
         elif args.command == "config":
             _print_config(config)
         elif args.command == "doc":

@@ -65,6 +65,12 @@ class ServerConfig:
         10.0, minimum=0.0, maximum=3600.0,
         help="seconds over which a stopping server (SIGTERM) closes its clients with 1012, "
              "spread at random so they do not reconnect elsewhere at once (0 = all at once)")
+    processes: int = _setting(1, minimum=0, maximum=256,
+                              help="server processes sharing the port (SO_REUSEPORT), each with "
+                                   "its own event loop; 0 = one per CPU core")
+    reuse_port: bool = _setting(False, help="bind the port with SO_REUSEPORT so that several "
+                                            "processes share it (set by --processes for its "
+                                            "children)")
     demo: str = _setting("auto", choices=("auto", "yes", "no"),
                          help="serve the demo editor page at GET / (auto: only in the embedded "
                               "default)")

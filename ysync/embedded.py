@@ -36,7 +36,7 @@ _STOP_TIMEOUT = 30.0
 _SOCKET_PATH_MAX = 100  # sun_path holds 108 bytes
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_parent() -> None:  # runs in the child between fork and exec
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -95,7 +95,7 @@ class EmbeddedRedis:
         ]
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                *args, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                *args, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
         except OSError as exc:
             raise EmbeddedRedisError(f"cannot start {args[0]}: {exc.strerror}") from exc
         url = f"unix://{socket_path}"

@@ -607,6 +607,7 @@ async def _listen(config: Config, handler: SyncHandler) -> Server:
         process_request=handler.process_request,
         select_subprotocol=handler.select_subprotocol,
         compression="deflate" if server_config.compression else None,
+        reuse_port=server_config.reuse_port or None,
         # Timeouts
         open_timeout=server_config.close_timeout * 2,
         ping_interval=server_config.ping_interval or None,
