@@ -542,6 +542,7 @@ async def run_server(config: Config, *, storage: Storage | None = None,
             tg.start_soon(bus.run)
             loader = DocLoader(tg, client, storage, config.redis.prefix, metrics)
             appender = Appender(client, config.redis.prefix, timeout=config.redis.timeout)
+            stack.push_async_callback(appender.aclose)  # before the client closes
             tg.start_soon(appender.run)
             handler = SyncHandler(config, client, bus, loader, gate, metrics, appender,
                                   storage)

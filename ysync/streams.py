@@ -83,7 +83,8 @@ class StreamId:
 ZERO_ID = StreamId(0, 0)
 
 
-def _append_script(prefix: str) -> str:
+def append_script(prefix: str) -> str:
+    """y-redis's append script for ``prefix`` (the worker queue's name is part of it)."""
     worker = worker_stream_key(prefix)
     return f"""
             if redis.call("EXISTS", KEYS[1]) == 0 then
@@ -105,7 +106,7 @@ class Scripts:
     """The two y-redis Lua scripts, registered once per client (EVALSHA, EVAL on a cache miss)."""
 
     def __init__(self, client: aioredis.Redis, prefix: str) -> None:
-        self._append = client.register_script(_append_script(prefix))
+        self._append = client.register_script(append_script(prefix))
         self._delete_if_empty = client.register_script(DELETE_IF_EMPTY_SCRIPT)
 
     async def append(self, stream_key: str, message: bytes) -> None:

@@ -59,3 +59,27 @@ async def test_a_failed_append_raises_bus_error_for_its_sender_only(
         assert await client.xlen(f"{prefix}:room:fine:index") == 1
     finally:
         await client.aclose()
+
+
+async def test_appends_go_on_after_redis_forgets_the_script(redis_url: str, prefix: str) -> None:
+    """SCRIPT FLUSH (as a restart does): the refused appends (NOSCRIPT) are sent again once the
+    script is loaded; none is lost or reported as failed."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await ensure_worker_group(client, prefix)
+        appender = Appender(client, prefix, timeout=10)
+        key = f"{prefix}:room:flushed:index"
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(appender.run)
+            await appender.append(key, b"before")
+            await client.script_flush()
+            async with anyio.create_task_group() as senders:
+                for n in range(10):
+                    senders.start_soon(appender.append, key, b"after %d" % n)
+            tg.cancel_scope.cancel()
+        messages = [fields[b"m"] for _id, fields in await client.xrange(key)]
+        assert messages[0] == b"before"
+        assert sorted(messages[1:]) == sorted(b"after %d" % n for n in range(10))
+    finally:
+        await appender.aclose()
+        await client.aclose()
