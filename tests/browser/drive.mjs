@@ -1,4 +1,4 @@
-// Drives headless Chromium pages of the demo editor for tests/browser/test_browser.py.
+// Drives headless Chromium pages of the demo editor for the browser tests (pages.py).
 // Reads one JSON command per line on stdin, answers one JSON line per command on stdout
 // ({"id", "ok", "result"|"error"}). Every named page is its own Chromium with its own fresh
 // profile folder, as two people on two machines would be. End of stdin closes them all.

@@ -25,11 +25,11 @@ from ysync.demo import CONTENT_SECURITY_POLICY, DEMO_OFF
 import nodeenv
 from conftest import seconds
 from harness import REPO, ServerProcess, running_server
-from test_browser import BrowserPages, browser_node_dir, png_size
+from pages import browser_node_dir, two_people_edit
 
 pytestmark = [pytest.mark.anyio]
 
-__all__ = ["browser_node_dir"]  # the fixture, shared with test_browser.py
+__all__ = ["browser_node_dir"]  # the fixture, from pages.py
 
 
 def embedded_env(data_dir: Path, **extra: str) -> dict[str, str]:
@@ -65,28 +65,7 @@ async def test_two_pages_of_the_built_in_editor_converge(
     def address(who: str) -> str:
         return http_url(embedded_server, "/?" + urlencode({"room": room, "name": who}))
 
-    async with BrowserPages(browser_node_dir) as pages:
-        await pages.open("a", address("alice"), tmp_path / "profile-a")
-        await pages.open("b", address("bob"), tmp_path / "profile-b")
-        await pages.shows(["a", "b"], "both pages connected", status="connected", synced=True)
-
-        await pages.call("type", name="a", text="Hello from A")
-        await pages.shows(["b"], "A's typing at B", text="Hello from A", value="Hello from A")
-
-        await pages.call("press", name="b", key="Control+Home")
-        await pages.call("type", name="b", text="B: ")
-        await pages.shows(["a"], "B's edit at A", text="B: Hello from A", value="B: Hello from A")
-        await pages.call("type", name="a", text="!")
-        final = "B: Hello from A!"
-        await pages.shows(["a", "b"], "both pages to converge", text=final, value=final)
-        await pages.shows(["a", "b"], "awareness of both people", online=2, onlineShown="2")
-
-        screenshot = tmp_path / "page-a.png"
-        await pages.call("screenshot", name="a", path=str(screenshot))
-        assert png_size(screenshot) == (900, 560)
-        # a script or socket the policy refused would be a console error
-        for name in ("a", "b"):
-            assert await pages.call("errors", name=name) == [], f"console errors on page {name}"
+    await two_people_edit(browser_node_dir, address, tmp_path)
 
 
 async def test_the_embedded_default_serves_the_page_and_its_script(

@@ -39,13 +39,14 @@ def test_each_file_is_served_with_its_type_and_strict_headers(path: str, kind: s
     assert "Cache-Control" in headers
 
 
-def test_the_policy_allows_only_the_page_s_own_script_style_and_socket() -> None:
+def test_the_policy_allows_only_the_page_s_own_script_and_style_and_a_socket() -> None:
     directives = dict(d.strip().split(" ", 1) for d in CONTENT_SECURITY_POLICY.split(";"))
     assert directives["default-src"] == "'none'"
     assert directives["script-src"] == "'self'"  # no inline script, no eval, no CDN
     assert directives["style-src"] == "'self'"
-    # CSP 3: 'self' matches ws: and wss: of the page's own host and port
-    assert directives["connect-src"] == "'self'"
+    # CSP 3: 'self' matches ws: and wss: of the page's own host and port; ?server= may name
+    # a WebSocket anywhere else
+    assert directives["connect-src"] == "'self' ws: wss:"
     assert directives["frame-ancestors"] == "'none'"
 
 

@@ -1,7 +1,8 @@
 """The demo editor page that ``ysync serve`` answers at ``GET /`` (setting ``server.demo``).
 
 A ``<textarea>`` bound to a ``Y.Text`` of the room ``?room=`` (default ``demo``) on this very
-server, with the connection status and the people online. Its script
+server (or on the one ``?server=ws://host:port`` names), with the connection status and the
+people online. Its script
 (``static/editor.js``) is yjs + y-websocket + ``src/editor.js``, bundled and minified by
 ``scripts/build_demo`` at the versions of ``src/package-lock.json`` and committed, so the page
 needs neither a CDN nor Node.js at run time (licenses: ``LICENSES/THIRD-PARTY``).
@@ -20,11 +21,15 @@ from importlib import resources
 
 from ysync.errors import YsyncError
 
-#: The page may load its own script and style and open a WebSocket to its own host (CSP 3:
-#: ``'self'`` matches ws: and wss: of the page's host and port); nothing else.
+#: The page may load its own script and style and nothing else. It opens one WebSocket: to its
+#: own host (CSP 3: ``'self'`` matches ws: and wss: of the page's host and port) or to the server
+#: ``?server=`` names, which can be any host, hence ``ws: wss:`` (a ``fetch`` elsewhere stays
+#: refused). That gives up no secret: the page is static, holds no token or cookie, runs no
+#: script but its own (``script-src``), and sends the text typed into it only to the server its
+#: address names, which it shows.
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src data:; "
-    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    "connect-src 'self' ws: wss:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 #: The 404 body of ``GET /`` while the page is off.
 DEMO_OFF = ("ysync: this is a Yjs sync server; connect a y-websocket client to "

@@ -1,9 +1,10 @@
 // The demo page that `ysync serve` answers at GET / (server.demo): a <textarea> bound to the
 // Y.Text 'text' of one room, kept in sync by y-websocket over the browser's own WebSocket, with
 // the connection status and the number of people online (awareness states, yourself included).
-// Query string: ?room=name (default demo) &name=who. The WebSocket URL is the page's own
-// location (ws: or wss:, same host and port, same folder), so the page also works behind a
-// proxy. window.ysyncTest = { doc, provider, text } for tests and the console.
+// Query string: ?room=name (default demo) &name=who &server=ws://host:port (another server, such
+// as a y-redis one). Without ?server= the WebSocket URL is the page's own location (ws: or wss:,
+// same host and port, same folder), so the page also works behind a proxy.
+// window.ysyncTest = { doc, provider, text } for tests and the console.
 // scripts/build_demo bundles this file into ../static/editor.js.
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
@@ -14,7 +15,8 @@ const name = query.get('name') || `guest-${Math.floor(Math.random() * 1000)}`
 // the page's folder: '' at /, '/ysync' at /ysync/ (a proxy that strips the prefix); y-websocket
 // appends '/' + room
 const folder = location.pathname.replace(/\/[^/]*$/, '')
-const server = `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}${folder}`
+const own = `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}${folder}`
+const server = (query.get('server') || own).replace(/\/+$/, '')
 
 const doc = new Y.Doc()
 const text = doc.getText('text')
