@@ -153,8 +153,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     minter = load_minter(args.token_ttl)
     handler = make_handler(user_set(args.read_only_users), user_set(args.deny_users), minter,
                            args.quiet)
+    class Server(ThreadingHTTPServer):
+        # http.server's backlog of 5 drops connections when a crowd of clients connects at
+        # once (every upgrade asks this endpoint), costing each dropped one a 1 s SYN retry
+        request_queue_size = 1024
+
     try:
-        server = ThreadingHTTPServer((args.host, args.port), handler)
+        server = Server((args.host, args.port), handler)
     except OSError as exc:
         print(f"perm_server: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 2

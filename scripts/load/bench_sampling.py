@@ -1,4 +1,5 @@
-"""Sampling a server process: CPU (utime+stime) over a window, RSS, py-spy stacks."""
+"""Sampling a run: per-process CPU (utime+stime from /proc/<pid>/stat) over a window, the
+server's RSS, py-spy stacks."""
 
 from __future__ import annotations
 
@@ -13,15 +14,73 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from bench_servers import redis_cpu_seconds, stop_process
+from bench_servers import redis_cpu_seconds, redis_local_pid, stop_process
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` and of its children it waited for, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        text = stat.read()
+    # the command name (field 2) is in parentheses and may hold spaces: count after its end
+    fields = text[text.rindex(b")") + 2:].split()
+    utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
+    return (utime + stime + cutime + cstime) / CLOCK_TICKS
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and every live descendant (``ysync serve --server-processes``,
+    the document assembly process); a descendant that ended counts in its parent's cutime."""
+    total = process_cpu_seconds(pid)
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(pid).children(recursive=True):
+            with contextlib.suppress(OSError):
+                total += process_cpu_seconds(child.pid)
+    return total
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory of ``pid`` and its live descendants, in bytes."""
+    root = psutil.Process(pid)
+    total = int(root.memory_info().rss)
+    for child in root.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            total += int(child.memory_info().rss)
+    return total
+
+
+class RedisCpu:
+    """CPU seconds of the Redis server: /proc/<pid>/stat when it runs on this machine (its pid
+    from ``INFO server``), else what ``INFO cpu`` says."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.pid = redis_local_pid(url)
+
+    @property
+    def source(self) -> str:
+        return f"/proc/{self.pid}/stat" if self.pid else "INFO cpu"
+
+    def seconds(self) -> float | None:
+        if self.pid:
+            with contextlib.suppress(OSError):
+                return process_cpu_seconds(self.pid)
+        return redis_cpu_seconds(self.url)
+
+
+#: the processes sampled besides the server: name -> pid (None: not in this run)
+Helpers = dict[str, int | None]
 
 
 class Probe:
-    """Samples one server process: RSS every 50 ms (peak kept) and CPU on demand."""
+    """Samples one run: the server's RSS every 50 ms (peak kept), and on demand the CPU seconds
+    of the server, its worker, Redis, the permission endpoint and the whole machine."""
 
-    def __init__(self, pid: int, redis_url: str | None) -> None:
-        self.process = psutil.Process(pid)
-        self.redis_url = redis_url
+    def __init__(self, pid: int, helpers: Helpers, redis: RedisCpu | None) -> None:
+        self.pid = pid
+        self.helpers = helpers
+        self.redis = redis
         self.peak_rss = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -41,31 +100,51 @@ class Probe:
                 self.peak_rss = max(self.peak_rss, self.rss())
 
     def rss(self) -> int:
-        return int(self.process.memory_info().rss)
+        return tree_rss(self.pid)
 
     def reset_peak(self) -> None:
         self.peak_rss = self.rss()
 
     def snapshot(self) -> dict[str, float | None]:
-        """CPU seconds of the server (utime+stime), of Redis and of the machine, now."""
-        times = self.process.cpu_times()
+        """CPU seconds so far of every sampled process (None: not running), and the time."""
         machine = psutil.cpu_times()
-        return {"t": time.monotonic(), "cpu": times.user + times.system,
-                "redis": redis_cpu_seconds(self.redis_url) if self.redis_url else None,
-                "machine": sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)}
+        out: dict[str, float | None] = {
+            "t": time.monotonic(), "cpu": tree_cpu_seconds(self.pid),
+            "redis": self.redis.seconds() if self.redis else None,
+            "machine": sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)}
+        for name, pid in self.helpers.items():
+            out[name] = None
+            if pid is not None:
+                with contextlib.suppress(OSError):
+                    out[name] = tree_cpu_seconds(pid)
+        return out
 
+
+#: CPU figures of a window: snapshot key -> result key prefix
+CPU_KEYS = (("cpu", "server"), ("worker", "worker"), ("redis", "redis"), ("perm", "perm"),
+            ("machine", "machine"))
 
 
 def window(start: dict[str, float | None], end: dict[str, float | None]) -> dict[str, Any]:
-    """CPU % of one core over a measured window."""
+    """CPU % of one core over a measured window, per process (``server_cpu_pct``, ...)."""
     seconds = float(end["t"] or 0) - float(start["t"] or 0)
     out: dict[str, Any] = {"window_s": seconds}
-    for key, name in (("cpu", "server_cpu_pct"), ("redis", "redis_cpu_pct"),
-                      ("machine", "machine_cpu_pct")):
-        if start[key] is not None and end[key] is not None and seconds > 0:
-            out[name] = 100 * (float(end[key] or 0) - float(start[key] or 0)) / seconds
+    for key, name in CPU_KEYS:
+        if start.get(key) is not None and end.get(key) is not None and seconds > 0:
+            out[f"{name}_cpu_pct"] = 100 * (float(end[key] or 0) - float(start[key] or 0)) / seconds
+    stack = [out.get(f"{n}_cpu_pct") for n in ("server", "worker", "redis")]
+    if stack[0] is not None:
+        out["stack_cpu_pct"] = sum(v or 0 for v in stack)
     return out
 
+
+def cpu_seconds(start: dict[str, float | None], end: dict[str, float | None]) -> dict[str, Any]:
+    """CPU seconds per process between two snapshots (``server_cpu_s``, ...)."""
+    out: dict[str, Any] = {}
+    for key, name in CPU_KEYS[:-1]:
+        if start.get(key) is not None and end.get(key) is not None:
+            out[f"{name}_cpu_s"] = float(end[key] or 0) - float(start[key] or 0)
+    return out
 
 
 def wait_quiet(max_wait: float, limit: float = 50.0) -> float:

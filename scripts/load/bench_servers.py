@@ -1,4 +1,5 @@
-"""The servers under test and what they need: ysync, the Node peer, Redis, the npm installs.
+"""The servers under test and what they need: ysync and its worker, the JavaScript y-redis 0.1.6
+server and its worker, the Node y-websocket peer, Redis, the npm installs.
 
 Every process listens on a free port of 127.0.0.1 only, and is stopped (SIGINT, then SIGKILL)
 when its context ends.
@@ -17,8 +18,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,39 +61,97 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 15) -> None:
 
 @dataclass
 class Server:
-    """A server under test: its process and where it listens."""
+    """A server under test: its process, where it listens, and its worker process if any."""
 
     name: str
     proc: subprocess.Popen[Any]
     url: str
     log_path: Path
+    worker: subprocess.Popen[Any] | None = None
+    worker_log: Path | None = None
+    #: what the run of this server is like, for the report (auth, storage, worker)
+    setup: dict[str, str] = field(default_factory=dict)
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
+    @property
+    def worker_pid(self) -> int | None:
+        return self.worker.pid if self.worker is not None else None
+
     def complaints(self, limit: int = 20) -> list[str]:
-        """Warnings and errors the server logged (the first ``limit``), without the banner."""
-        with contextlib.suppress(OSError):
-            lines = self.log_path.read_text(errors="replace").splitlines()
-            return [line for line in lines
-                    if (" WARNING " in line or " ERROR " in line or "Error" in line)
-                    and "authentication is OFF" not in line][:limit]
-        return []
+        """Warnings and errors the server and its worker logged (the first ``limit``)."""
+        found = _complaints(self.log_path)
+        if self.worker_log is not None:
+            found += [f"worker: {line}" for line in _complaints(self.worker_log)]
+        return found[:limit]
 
     def log_tail(self, lines: int = 20) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
+        text = _tail(self.log_path, lines)
+        if self.worker_log is not None:
+            text += f"\n-- its worker:\n{_tail(self.worker_log, lines)}"
+        return text
 
+    def check_worker(self) -> None:
+        """Raise if the worker exited (it should run as long as the server)."""
+        if self.worker is not None and self.worker.poll() is not None:
+            raise RuntimeError(f"the {self.name} worker exited with {self.worker.returncode}")
+
+
+#: warnings the benchmark's own setup causes (--no-auth, --storage memory)
+EXPECTED = ("authentication is OFF", "storage.kind is memory")
+
+
+def _complaints(path: Path) -> list[str]:
+    with contextlib.suppress(OSError):
+        lines = path.read_text(errors="replace").splitlines()
+        return [line for line in lines
+                if (" WARNING " in line or " ERROR " in line or "Error" in line
+                    or "Failed" in line) and not any(known in line for known in EXPECTED)]
+    return []
+
+
+def _tail(path: Path, lines: int) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+def _spawn(argv: list[str], env: Mapping[str, str], cwd: Path, log_path: Path,
+           stdout_pipe: bool = False) -> subprocess.Popen[str]:
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(argv, env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE if stdout_pipe else log,
+                                stderr=log, text=True)
+
+
+def _wait_for_log(proc: subprocess.Popen[Any], log_path: Path, text: str,
+                  timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log_path.read_text(errors="replace"):
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited with {proc.returncode} before printing {text!r}:\n"
+                               f"{_tail(log_path, 20)}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"did not print {text!r} within {timeout} s")
+        time.sleep(0.05)
 
 
 @contextlib.contextmanager
-def start_ysync(redis_url: str, prefix: str, workdir: Path,
-                profile: Path | None, source: Path | None = None) -> Iterator[Server]:
-    """``ysync serve`` on memory storage; ``source``: a checkout of another ysync to run."""
-    env = dict(os.environ, REDIS=redis_url, REDIS_PREFIX=prefix, YSYNC_STORAGE_KIND="memory",
-               YSYNC_WORKER_ENABLED="no", LOG="warning", PYTHONUNBUFFERED="1")
+def start_ysync(redis_url: str, prefix: str, workdir: Path, profile: Path | None,
+                source: Path | None = None, settings: Mapping[str, str] | None = None,
+                worker: bool = False) -> Iterator[Server]:
+    """``ysync serve`` (no worker in-process), and ``ysync-worker`` beside it with ``worker``.
+
+    ``settings``: environment variables of both (auth, ``POSTGRES``); without ``POSTGRES`` the
+    storage is memory. ``source``: a checkout of another ysync to run.
+    """
+    env = dict(os.environ, REDIS=redis_url, REDIS_PREFIX=prefix, YSYNC_WORKER_ENABLED="no",
+               LOG="warning", PYTHONUNBUFFERED="1")
+    env.update(settings or {})
+    if not env.get("POSTGRES"):
+        env["YSYNC_STORAGE_KIND"] = "memory"
     env.pop("PORT", None)
     if source is not None:
         env["PYTHONPATH"] = str(source)
@@ -101,15 +160,65 @@ def start_ysync(redis_url: str, prefix: str, workdir: Path,
         command += ["-m", "cProfile", "-o", str(profile)]
     command += ["-m", "ysync", "serve", "--host", "127.0.0.1", "--port", "0"]
     log_path = workdir / f"ysync-{prefix}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(command, env=env, cwd=workdir, stdout=subprocess.PIPE,
-                                stderr=log, text=True)
+    proc = _spawn(command, env, workdir, log_path, stdout_pipe=True)
+    worker_proc: subprocess.Popen[str] | None = None
+    worker_log = workdir / f"ysync-worker-{prefix}.log" if worker else None
     try:
         url = _read_ready_line(proc, timeout=30)
-        yield Server("ysync" if source is None else "baseline", proc, url, log_path)
+        if worker_log is not None:
+            worker_proc = _spawn([sys.executable, "-m", "workers.cli"], env, workdir, worker_log)
+            _wait_announced(redis_url, prefix, worker_proc, timeout=30)
+        yield Server("ysync" if source is None else "baseline", proc, url, log_path,
+                     worker_proc, worker_log)
     finally:
         stop_process(proc)
+        if worker_proc is not None:
+            stop_process(worker_proc)
 
+
+def _wait_announced(redis_url: str, prefix: str, proc: subprocess.Popen[Any],
+                    timeout: float) -> None:
+    """Wait until the ysync worker ``proc`` announced its storage (it is then running); an
+    older ysync that does not announce is given ``timeout`` s to exit with an error."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"ysync-worker exited with {proc.returncode} on start")
+            for raw in client.hvals(f"{prefix}:ysync:storage"):
+                if f'"pid": {proc.pid}' in raw.decode(errors="replace"):
+                    return
+            time.sleep(0.05)
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def start_yredis(peer: Path, redis_url: str, prefix: str, workdir: Path,
+                 settings: Mapping[str, str], worker: bool = False) -> Iterator[Server]:
+    """The JavaScript y-redis 0.1.6 server (``node bin/server.js``), and its worker
+    (``node bin/worker.js``) with ``worker``; ``settings``: auth and storage variables."""
+    port = free_port()
+    env = dict(os.environ, REDIS=redis_url, REDIS_PREFIX=prefix, PORT=str(port))
+    env.update(settings)
+    env.pop("LOG", None)  # LOG=* is lib0's debug logging
+    log_path = workdir / f"yredis-{prefix}.log"
+    proc = _spawn(["node", str(peer / "bin" / "server.js")], env, peer, log_path)
+    worker_proc: subprocess.Popen[str] | None = None
+    worker_log = workdir / f"yredis-worker-{prefix}.log" if worker else None
+    try:
+        wait_for_port(port, proc, timeout=30)
+        if worker_log is not None:
+            worker_proc = _spawn(["node", str(peer / "bin" / "worker.js")], env, peer, worker_log)
+            _wait_for_log(worker_proc, worker_log, " store", timeout=30)
+        yield Server("yredis", proc, f"ws://127.0.0.1:{port}", log_path, worker_proc, worker_log)
+    finally:
+        stop_process(proc)
+        if worker_proc is not None:
+            stop_process(worker_proc)
 
 
 @contextlib.contextmanager
@@ -152,15 +261,12 @@ def start_peer(peer_js: Path, workdir: Path) -> Iterator[Server]:
     port = free_port()
     env = dict(os.environ, HOST="127.0.0.1", PORT=str(port))
     log_path = workdir / f"peer-{port}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(["node", str(peer_js)], env=env, cwd=peer_js.parent,
-                                stdout=log, stderr=subprocess.STDOUT)
+    proc = _spawn(["node", str(peer_js)], env, peer_js.parent, log_path)
     try:
         wait_for_port(port, proc, timeout=30)
         yield Server("peer", proc, f"ws://127.0.0.1:{port}", log_path)
     finally:
         stop_process(proc)
-
 
 
 def install_peer() -> tuple[Path | None, str]:
@@ -250,6 +356,28 @@ def redis_cpu_seconds(url: str) -> float | None:
     except (redis.RedisError, KeyError, ValueError):
         return None
 
+
+
+def redis_local_pid(url: str) -> int | None:
+    """The pid of the Redis at ``url`` when it runs on this machine (``INFO server``
+    ``process_id``, checked in /proc), else None."""
+    import redis
+
+    host = redis.connection.parse_url(url).get("host", "127.0.0.1")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=2)
+        try:
+            pid = int(client.info("server")["process_id"])
+        finally:
+            client.close()
+    except (redis.RedisError, KeyError, ValueError):
+        return None
+    with contextlib.suppress(OSError):
+        if "redis" in Path(f"/proc/{pid}/comm").read_text():
+            return pid
+    return None  # another machine's (or container's) pid namespace
 
 
 def delete_prefix(url: str, prefix: str) -> None:

@@ -12,12 +12,17 @@
 // inserted text carries a marker `#<writer>:<seq>#`; receivers find markers by scanning the
 // bytes of every sync step 2 / update frame (a merged update can hold several), and a marker's
 // latency is its receive time minus its send time, both taken from this process's hrtime.
+// Awareness clients (scenario awareness) have no Y.Doc: they send awareness updates whose state
+// carries the marker, and receivers scan awareness frames the same way.
+// With `tokens_file` (a JSON array of tokens) client n connects with `?yauth=<token n>`.
 import WebSocket from 'ws'
+import { readFileSync } from 'node:fs'
 import * as Y from 'yjs'
 import * as readline from 'node:readline'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 
 const cfg = JSON.parse(process.argv[2])
+const tokens = cfg.tokens_file ? JSON.parse(readFileSync(cfg.tokens_file, 'utf8')) : null
 const emit = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
 const log = (msg) => emit({ event: 'log', msg })
 const now = () => Number(process.hrtime.bigint()) / 1e6 // ms, monotonic
@@ -112,14 +117,18 @@ let clientCount = 0
 class Client {
   /**
    * @param {string} room
-   * @param {{writerId?: number, track?: boolean}} opts  writerId: this client writes (has a
-   *   Y.Doc); track: look for markers in what it receives
+   * @param {{writerId?: number, track?: boolean, aware?: boolean}} opts  writerId: this client
+   *   writes (has a Y.Doc, or with `aware` sends awareness updates); track: look for markers in
+   *   what it receives
    */
-  constructor (room, { writerId = -1, track = false } = {}) {
+  constructor (room, { writerId = -1, track = false, aware = false } = {}) {
     this.id = clientCount++
     this.room = room
     this.writerId = writerId
-    this.doc = writerId >= 0 ? new Y.Doc() : null
+    this.doc = writerId >= 0 && !aware ? new Y.Doc() : null
+    this.awarenessId = 100000 + this.id // what a browser's Y.Doc clientID is
+    this.awarenessClock = 0
+    this.token = tokens ? tokens[this.id % tokens.length] : null
     this.track = track
     this.seen = track ? new Set() : null
     this.seq = 0
@@ -150,7 +159,8 @@ class Client {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`client ${this.id} not synced after ${timeoutMs} ms`)), timeoutMs)
       this.onSynced = () => { clearTimeout(timer); resolve(this) }
-      const ws = new WebSocket(`${cfg.url}/${this.room}`, { perMessageDeflate: false, maxPayload: 512 * 1024 * 1024 })
+      const query = this.token ? `?yauth=${this.token}` : ''
+      const ws = new WebSocket(`${cfg.url}/${this.room}${query}`, { perMessageDeflate: false, maxPayload: 512 * 1024 * 1024 })
       this.ws = ws
       ws.on('open', () => {
         this.openedAt = now()
@@ -167,7 +177,11 @@ class Client {
 
   onFrame (buf) {
     this.frames++
-    if (buf[0] !== 0) return // awareness and the rest: nothing to do for raw clients
+    if (buf[0] === 1) { // awareness: only the awareness scenario's markers are in there
+      if (this.track) scanMarkers(buf, 1, (w, s) => this.onMarker(w, s))
+      return
+    }
+    if (buf[0] !== 0) return // the rest: nothing to do for raw clients
     const sub = buf[1]
     if (sub === 0) { // the server's sync step 1: answer with what we have that it lacks
       if (this.doc) {
@@ -219,6 +233,29 @@ class Client {
     return key
   }
 
+  /** Send one awareness update (one state, the next clock) whose state carries a marker. */
+  sendAwareness () {
+    const key = this.writerId * SEQ_LIMIT + this.seq
+    const at = (this.seq * 7) % 1000
+    const state = Buffer.from(JSON.stringify({
+      user: { name: `user-${this.writerId}`, color: '#30bced' },
+      cursor: { anchor: at, head: at + 3 },
+      m: `#${this.writerId}:${this.seq}#`
+    }))
+    this.seq++
+    this.awarenessClock++
+    const update = Buffer.concat([Buffer.from([...varUint(1), ...varUint(this.awarenessId),
+      ...varUint(this.awarenessClock), ...varUint(state.length)]), state])
+    if (this.measuring) sentAt.set(key, now())
+    this.send(Buffer.concat([Buffer.from([1, ...varUint(update.length)]), update]))
+    return key
+  }
+
+  /** One write of the scenario: a document update, or an awareness update. */
+  tick (padding) {
+    return this.doc ? this.write(padding) : this.sendAwareness()
+  }
+
   close () {
     if (this.ws) this.ws.terminate()
     if (this.doc) this.doc.destroy()
@@ -251,7 +288,7 @@ const runWriters = async (writers, rate, seconds, measure, receiversOf, pad) => 
       const t = now()
       if (t >= end) { resolve(); return }
       w.measuring = measure
-      const key = w.write(pad)
+      const key = w.tick(pad)
       w.measuring = false
       sent++
       if (measure) expectedBy.set(key, receiversOf(w))
@@ -348,6 +385,20 @@ const scenarios = {
     return { connect_s: connectS, ...result }
   },
 
+  /** Many rooms, every client updates its awareness (cursor) and observes the others'. */
+  async awareness () {
+    const clients = []
+    const perRoom = cfg.clients_per_room
+    for (let r = 0; r < cfg.rooms; r++) {
+      for (let k = 0; k < perRoom; k++) clients.push(new Client(`aware-${r}`, { writerId: clients.length, track: true, aware: true }))
+    }
+    const t0 = now()
+    await openAll(clients, cfg.connect_batch, cfg.connect_timeout_s * 1000)
+    const connectS = (now() - t0) / 1000
+    const result = await measureWriters(clients, () => perRoom - 1, clients)
+    return { connect_s: connectS, ...result }
+  },
+
   /** (C) idle connections: the parent compares the server's memory before and after. */
   async idle () {
     const warm = new Client('idle-warmup')
@@ -362,7 +413,7 @@ const scenarios = {
     await checkpoint('idle-connected', { connections: clients.length })
     const open = clients.filter(c => c.closeCode === null).length
     for (const c of clients) c.close()
-    return { connect_s: connectS, connections: clients.length, still_open: open }
+    return { connect_s: connectS, connects_per_s: clients.length / connectS, connections: clients.length, still_open: open }
   },
 
   /** (D) a writer builds a large document, then many clients join it at once. */
