@@ -397,6 +397,8 @@ class SyncHandler:
 
     def apply_revocations(self, records: Sequence[Revocation]) -> int:
         """Revoke the open connections that the records revoke (:mod:`ysync.control`)."""
+        if not records:
+            return 0
         revoked = revoked_connections(records, [c for c in self.connections if not c.closing])
         for conn in revoked:
             log.info("room %s: connection of user %r revoked by a kick", conn.room,
@@ -415,8 +417,12 @@ class SyncHandler:
             log.error("room %s: could not check the revocation records: %s", conn.room, exc)
             conn.close(1011, "redis unavailable")
             return False
-        if self.apply_revocations(records):
-            return False
+        # this connection only: looking at every open one for each new one would make a crowd
+        # of connections cost the square of its size (the sweep covers the others)
+        for revoked in revoked_connections(records, [conn]) if records else ():
+            log.info("room %s: connection of user %r revoked by a kick", revoked.room,
+                     revoked.user_id)
+            self.revoke(revoked)
         return not conn.closing
 
     async def sweep_revocations(self) -> None:
