@@ -20,13 +20,13 @@ WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
 COPY ysync ./ysync
 COPY workers ./workers
-# the ysync wheel and those of its dependencies (with the postgres and gcs storages)
-RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[postgres,gcs]'
+# the ysync wheel and those of its dependencies (with the postgres, gcs and s3 storages)
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[postgres,gcs,s3]'
 # the codec must be compiled: setup.py would fall back to pure Python quietly (a few times
 # slower), so install once here and stop the build if it did
 RUN python -m venv /opt/ysync \
     && /opt/ysync/bin/pip install --no-cache-dir --no-index --find-links /wheels \
-        'ysync[postgres,gcs]' \
+        'ysync[postgres,gcs,s3]' \
     && /opt/ysync/bin/python -c 'import sys, ysync.updates; sys.exit(not ysync.updates.COMPILED)'
 
 # --- runtime: the interpreter and the installed package, nothing else ------------------------

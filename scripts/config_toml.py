@@ -40,6 +40,8 @@ SECTION_TITLES = {
     "worker": "The compaction worker (ysync-worker, or in-process)",
     "auth": "Authentication and permissions (y-redis's JWTs and permission callback)",
     "log": "Logging",
+    "api": "The document API over HTTP (docs/api.md): read, write, history, rollback",
+    "history": "Versions the worker records for the document API (docs/api.md)",
 }
 
 

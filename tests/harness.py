@@ -47,8 +47,10 @@ class ServerProcess:
     def __init__(self, env: Mapping[str, str], args: list[str] | None = None,
                  cwd: Path | None = None, *, port: int = 0) -> None:
         # a test that stops a server with clients connected does not wait for the drain
-        # (clients closed with 1012 over server.drain_period) unless it asks for one
-        self._env = {"YSYNC_SERVER_DRAIN_PERIOD": "0", **os.environ, **env}
+        # (clients closed with 1012 over server.drain_period) unless it asks for one; the
+        # document API (on by default when embedded) takes a free port, not 3003, unless asked
+        self._env = {"YSYNC_SERVER_DRAIN_PERIOD": "0", "YSYNC_API_PORT": "0", **os.environ,
+                     **env}
         self._args = args or []
         self._port = port
         self._cwd = cwd
@@ -109,6 +111,21 @@ class ServerProcess:
 
     def log_text(self) -> str:
         return "\n".join(self.stderr_lines)
+
+    async def api_url(self, within: float = 10) -> str:
+        """``http://host:port`` of the server's document API, from its log line."""
+        found: list[str] = []
+
+        async def logged() -> bool:
+            for line in self.stderr_lines:
+                match = re.search(r"document API listening on (http://[^/\s]+)", line)
+                if match:
+                    found.append(match.group(1))
+                    return True
+            return False
+
+        await wait_until(logged, within, "the document API's log line")
+        return found[0]
 
 
 class PermissionEndpoint(BaseHTTPRequestHandler):

@@ -1,7 +1,9 @@
-"""Storage backends for the tests: a GCS emulator, a PostgreSQL database, and helpers.
+"""Storage backends for the tests: a GCS emulator, an S3 server, a PostgreSQL database, and
+helpers.
 
 Import the fixtures into a test module with ``from storage_fixtures import *`` (the names listed
 in ``__all__``). Every backend is real: the GCS tests talk to ``gcp-storage-emulator`` over HTTP,
+the S3 tests to ``moto_server`` (moto's S3 API, on a free loopback port),
 the Postgres tests to a PostgreSQL server (``$YSYNC_TEST_POSTGRES``, else 127.0.0.1:5432 database
 ``test``, else one started with ``initdb``/``pg_ctl`` if they are installed, else skipped).
 """
@@ -29,11 +31,13 @@ __all__ = [
     "BACKENDS",
     "PERSISTENT_BACKENDS",
     "GcsEmulator",
+    "MotoS3",
     "append_updates",
     "doc_json_of_v2",
     "edit_doc",
     "gcs_emulator",
     "make_config",
+    "moto_s3",
     "node_merge",
     "postgres_url",
     "raw_snapshots",
@@ -44,8 +48,8 @@ __all__ = [
     "wait_until",
 ]
 
-BACKENDS = ["memory", "filesystem", "gcs", "postgres"]
-PERSISTENT_BACKENDS = ["filesystem", "gcs", "postgres"]
+BACKENDS = ["memory", "filesystem", "gcs", "postgres", "s3"]
+PERSISTENT_BACKENDS = ["filesystem", "gcs", "postgres", "s3"]
 
 
 def free_port() -> int:
@@ -157,6 +161,96 @@ def gcs_emulator(request: pytest.FixtureRequest) -> GcsEmulator:
         request.addfinalizer(stop)
     emulator: GcsEmulator = _SHARED["gcs"]
     return emulator
+
+
+# --- S3 ------------------------------------------------------------------------------------------
+
+
+class MotoS3:
+    """A running ``moto_server`` (an S3 API) at ``127.0.0.1:<port>``, with keys it takes."""
+
+    access_key = "ysync-test-access"
+    secret_key = "ysync-test-secret"
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.endpoint_url = f"http://127.0.0.1:{port}"
+        self._client: Any = None
+
+    def client(self) -> Any:
+        """A boto3 client of this server (made once: boto3 clients are thread-safe)."""
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client(
+                "s3", endpoint_url=self.endpoint_url, region_name="us-east-1",
+                aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key)
+        return self._client
+
+    def config(self, bucket: str, port: int | None = None) -> StorageConfig:
+        """Settings of ysync's s3 storage on ``bucket`` of this server (or of a proxy's
+        ``port`` in front of it)."""
+        return StorageConfig(kind="s3", s3_endpoint="127.0.0.1", s3_port=port or self.port,
+                             s3_access_key=self.access_key, s3_secret_key=self.secret_key,
+                             s3_bucket=bucket)
+
+    def new_bucket(self) -> str:
+        name = f"ysync-test-{uuid.uuid4().hex[:12]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def objects(self, bucket: str, prefix: str = "") -> dict[str, bytes]:
+        """Every object of ``bucket`` under ``prefix``: name -> body (one that vanished
+        meanwhile is left out)."""
+        client = self.client()
+        found = {}
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket,
+                                                                     Prefix=prefix):
+            for item in page.get("Contents", ()):
+                try:
+                    found[item["Key"]] = client.get_object(Bucket=bucket,
+                                                           Key=item["Key"])["Body"].read()
+                except client.exceptions.NoSuchKey:
+                    pass
+        return found
+
+
+def start_moto_server(port: int) -> subprocess.Popen[bytes]:
+    """``moto_server`` on 127.0.0.1:``port``, listening when this returns."""
+    executable = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+    if not Path(executable).exists():
+        pytest.fail("moto_server is not installed (pip install 'moto[server]')")
+    shown = None if os.environ.get("YSYNC_TEST_SHOW_SERVER_LOG") else subprocess.DEVNULL
+    proc = subprocess.Popen([executable, "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=shown, stderr=shown)
+    deadline = time.monotonic() + seconds(30)
+    while not _port_open("127.0.0.1", port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"moto_server did not start on port {port}")
+        time.sleep(0.05)
+    return proc
+
+
+@pytest.fixture(scope="session")
+def moto_s3(request: pytest.FixtureRequest) -> MotoS3:
+    """A ``moto_server`` for the whole run; a test takes a bucket of its own (``new_bucket``)."""
+    if "s3" not in _SHARED:
+        port = free_port()
+        proc = start_moto_server(port)
+
+        def stop() -> None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+        _SHARED["s3"] = MotoS3(port)
+        request.addfinalizer(stop)
+    server: MotoS3 = _SHARED["s3"]
+    return server
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------------
@@ -277,6 +371,9 @@ def storage_config(kind: str, request: pytest.FixtureRequest, tmp_path: Path) ->
                              gcs_prefix=f"p-{uuid.uuid4().hex[:8]}")
     if kind == "postgres":
         return StorageConfig(kind="postgres", postgres=request.getfixturevalue("postgres_url"))
+    if kind == "s3":
+        s3: MotoS3 = request.getfixturevalue("moto_s3")
+        return s3.config(s3.new_bucket())
     raise ValueError(kind)
 
 
@@ -294,6 +391,12 @@ def storage_env(config: StorageConfig) -> dict[str, str]:
         env["STORAGE_EMULATOR_HOST"] = os.environ["STORAGE_EMULATOR_HOST"]
     elif config.kind == "postgres":
         env["POSTGRES"] = config.postgres
+    elif config.kind == "s3":  # y-redis's names, but for the bucket (y-redis's is ydocs)
+        env.update({"S3_ENDPOINT": config.s3_endpoint, "S3_PORT": str(config.s3_port),
+                    "S3_SSL": "true" if config.s3_ssl else "false",
+                    "S3_ACCESS_KEY": config.s3_access_key,
+                    "S3_SECRET_KEY": config.s3_secret_key,
+                    "YSYNC_STORAGE_S3_BUCKET": config.s3_bucket})
     return env
 
 
@@ -379,6 +482,10 @@ def raw_snapshots(config: StorageConfig, room: str, docid: str,
             rows = conn.execute("SELECT update FROM yredis_docs_v1 WHERE room = %s AND doc = %s "
                                 "ORDER BY r", (room, docid)).fetchall()
         return [bytes(update) for (update,) in rows]
+    if config.kind == "s3":
+        prefix = f"{encode_uri_component(room)}/{encode_uri_component(docid)}/"
+        objects = MotoS3(config.s3_port).objects(config.s3_bucket, prefix)
+        return [body for _name, body in sorted(objects.items())]
     raise ValueError(config.kind)
 
 

@@ -45,10 +45,11 @@ cron or a Kubernetes CronJob, e.g. every minute:
 
 Settings come from the config file (--config, $YSYNC_CONFIG or ./config.toml) and the
 environment: REDIS (required), REDIS_PREFIX, REDIS_TASK_DEBOUNCE, REDIS_MIN_MESSAGE_LIFETIME,
-POSTGRES, YDOC_UPDATE_CALLBACK, LOG, and YSYNC_<SECTION>_<KEY> for every setting
-(e.g. YSYNC_STORAGE_KIND=gcs YSYNC_STORAGE_GCS_BUCKET=my-bucket). A storage is required:
-POSTGRES, or storage.kind (YSYNC_STORAGE_KIND) filesystem, gcs or postgres - the one the
-servers of the prefix use (a different one is refused); memory only by name, for tests.
+POSTGRES, S3_ENDPOINT/S3_PORT/S3_SSL/S3_ACCESS_KEY/S3_SECRET_KEY, YDOC_UPDATE_CALLBACK, LOG,
+and YSYNC_<SECTION>_<KEY> for every setting (e.g. YSYNC_STORAGE_KIND=gcs
+YSYNC_STORAGE_GCS_BUCKET=my-bucket). A storage is required: POSTGRES, S3_ENDPOINT, or
+storage.kind (YSYNC_STORAGE_KIND) filesystem, gcs, postgres or s3 - the one the servers of the
+prefix use (a different one is refused); memory only by name, for tests.
 See docs/worker.md.
 """
 

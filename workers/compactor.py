@@ -43,6 +43,7 @@ import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 
 from workers.callback import send_update
+from workers.history import record_version
 from ysync.config import Config
 from ysync.docs import DocSources, compact_sources, read_doc_sources
 from ysync.errors import BusError, ConfigError, StorageError, UpdateFormatError, YsyncError
@@ -75,6 +76,7 @@ QUEUE_OBSERVE_INTERVAL = 5.0
 @dataclass(slots=True)
 class _Backoff:
     failures: int
+    delay: float  # seconds, from the last failure
     retry_at: float  # time.monotonic()
 
 #: The steps of a compaction at which ``$YSYNC_TEST_FAULT`` can kill the worker, in order:
@@ -358,7 +360,7 @@ class Worker:
         base = max(debounce, MIN_BACKOFF)
         delay: float = max(debounce, min(self.config.worker.retry_max,
                                          base * 2 ** min(failures, 32)))
-        self._backoff[key] = _Backoff(failures, time.monotonic() + delay)
+        self._backoff[key] = _Backoff(failures, delay, time.monotonic() + delay)
         while len(self._backoff) > MAX_BACKOFF_STREAMS:
             self._backoff.popitem(last=False)
         return delay
@@ -388,6 +390,8 @@ class Worker:
                 _crash_at("before-persist")
             await self._persist(room, docid, snapshot)
             self.metrics.persisted_bytes.inc(len(snapshot))
+            if self.config.history.enabled:  # a version for the document API (never raises)
+                await record_version(self.storage, self.config, room, docid, snapshot)
             if _FAULT is not None:
                 _crash_at("after-persist")
             if sources.references:

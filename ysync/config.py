@@ -113,8 +113,10 @@ class EmbeddedConfig:
 
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
-    kind: str = _setting("auto", choices=("auto", "memory", "filesystem", "gcs", "postgres"),
-                         help="auto: postgres if POSTGRES is set, gcs if a GCS bucket is, "
+    kind: str = _setting("auto", choices=("auto", "memory", "filesystem", "gcs", "postgres",
+                                          "s3"),
+                         help="auto: s3 if S3_ENDPOINT is set, else postgres if POSTGRES is "
+                              "(y-redis's order), gcs if a GCS bucket is, "
                               "filesystem when embedded; with an external Redis a storage is "
                               "required (memory only by name: documents are lost when the "
                               "process exits)")
@@ -125,7 +127,31 @@ class StorageConfig:
                                alias_toml=("storage.bucket",))
     gcs_prefix: str = _setting("", help="object name prefix inside the bucket")
     postgres: str = _setting("", env=("POSTGRES",), secret=True, help="postgres:// URL")
+    s3_endpoint: str = _setting("", env=("S3_ENDPOINT",),
+                                help="S3 host name, as y-redis takes it (no scheme, no port; "
+                                     "with storage.kind auto, setting it selects s3)")
+    s3_port: int = _setting(0, env=("S3_PORT",), minimum=0, maximum=65535,
+                            help="S3 port (0: 443 with s3_ssl, else 80)")
+    s3_ssl: bool = _setting(False, env=("S3_SSL",), help="talk to S3 over HTTPS")
+    s3_access_key: str = _setting("", env=("S3_ACCESS_KEY",), secret=True,
+                                  help="S3 access key (empty, with s3_secret_key empty too: "
+                                       "boto3's default credentials, e.g. AWS_ACCESS_KEY_ID or "
+                                       "an instance role)")
+    s3_secret_key: str = _setting("", env=("S3_SECRET_KEY",), secret=True,
+                                  help="S3 secret key")
+    s3_bucket: str = _setting("ydocs", help="S3 bucket (y-redis's is always ydocs; created "
+                                            "when missing, as y-redis does)")
+    s3_region: str = _setting("us-east-1", help="region S3 requests are signed for")
     timeout: float = _setting(30.0, minimum=0.1, help="seconds for one storage call")
+
+    @property
+    def s3_endpoint_url(self) -> str:
+        """``http(s)://<s3_endpoint>:<port>``, the port filled in as y-redis's client does."""
+        host = self.s3_endpoint.strip().lower()
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"  # an IPv6 address
+        port = self.s3_port or (443 if self.s3_ssl else 80)
+        return f"{'https' if self.s3_ssl else 'http'}://{host}:{port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +193,42 @@ class AuthConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiConfig:
+    enabled: str = _setting("auto", choices=("auto", "yes", "no"),
+                            help="serve the document API (docs/api.md) on its own port "
+                                 "(auto: only when embedded)")
+    host: str = _setting("127.0.0.1", help="interface the document API listens on")
+    port: int = _setting(3003, minimum=0, maximum=65535,
+                         help="TCP port of the document API (0 picks a free one)")
+    secret: str = _setting("", secret=True,
+                           help="a backend secret (Authorization: Bearer <secret>) that may "
+                                "read and write every document; with auth off, setting it "
+                                "makes the API require it")
+    max_body_size: int = _setting(32 * 1024 * 1024, minimum=1024,
+                                  help="largest request body accepted, in bytes (413 above)")
+    max_connections: int = _setting(256, minimum=1, maximum=100_000,
+                                    help="open API connections at most (503 above)")
+    request_timeout: float = _setting(30.0, minimum=0.1,
+                                      help="seconds a client has to send a whole request")
+    idle_timeout: float = _setting(10.0, minimum=0.1,
+                                   help="seconds an idle keep-alive connection stays open")
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryConfig:
+    enabled: bool = _setting(False, help="the worker records a version of a document at each "
+                                         "compaction that changed it (docs/api.md)")
+    keep_all: float = _setting(3600.0, minimum=0.0,
+                               help="seconds during which every version is kept")
+    keep_hourly: float = _setting(86400.0, minimum=0.0,
+                                  help="seconds during which the last version of each hour is "
+                                       "kept (after keep_all)")
+    keep_daily: float = _setting(30 * 86400.0, minimum=0.0,
+                                 help="seconds during which the last version of each day (UTC) "
+                                      "is kept (after keep_hourly); older ones are deleted")
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = _setting("info", env=("LOG",),
                           choices=("debug", "info", "warning", "error"),
@@ -185,6 +247,8 @@ class Config:
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    history: HistoryConfig = field(default_factory=HistoryConfig)
     #: Said once logging is set up (``ysync.logs.configure``): settings accepted and ignored.
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
@@ -209,6 +273,8 @@ class Config:
     def _storage_kind_or_none(self) -> str | None:
         if self.storage.kind != "auto":
             return self.storage.kind
+        if self.storage.s3_endpoint:  # y-redis's first choice, even with POSTGRES set
+            return "s3"
         if self.storage.postgres:  # y-redis's choice: a database URL selects it
             return "postgres"
         if self.storage.gcs_bucket:  # the Rust port's: a bucket selects GCS
@@ -245,6 +311,13 @@ class Config:
         return self.server.demo == "yes"
 
     @property
+    def api_enabled(self) -> bool:
+        """True when ``ysync serve`` serves the document API on ``api.port``."""
+        if self.api.enabled == "auto":
+            return self.embedded_redis
+        return self.api.enabled == "yes"
+
+    @property
     def run_worker(self) -> bool:
         """True when ``ysync serve`` runs the compaction worker in-process."""
         if self.worker.enabled == "auto":
@@ -255,7 +328,8 @@ class Config:
 NO_STORAGE_MESSAGE = (
     "setting storage.kind (YSYNC_STORAGE_KIND): a storage is required with an external Redis "
     "(redis.url / REDIS): choose filesystem (with storage.path), gcs (or set only "
-    "storage.gcs_bucket) or postgres (or set only POSTGRES=postgres://...), the same one for "
+    "storage.gcs_bucket), postgres (or set only POSTGRES=postgres://...) or s3 (or set only "
+    "S3_ENDPOINT and its S3_* settings, as for y-redis), the same one for "
     "every server and worker "
     "of the prefix. Memory keeps documents in one process only and loses them when it exits; "
     "for tests and demos choose it by name: YSYNC_STORAGE_KIND=memory")
@@ -264,7 +338,7 @@ NO_STORAGE_MESSAGE = (
 MEMORY_STORAGE_WARNING = (
     "ATTENTION! storage.kind is memory: snapshots live in this process only, so every document "
     "the worker compacts is LOST when this process exits, and no other process can read it "
-    "(for tests and demos; choose filesystem, gcs or postgres for anything else)")
+    "(for tests and demos; choose filesystem, gcs, postgres or s3 for anything else)")
 
 SECTIONS: dict[str, type[Any]] = {
     f.name: f.default_factory  # type: ignore[misc]
@@ -472,14 +546,19 @@ def load_config(
         sections[section] = cls(**values)
     warnings = tuple(message for alias, message in IGNORED_ALIASES.items()
                      if _in_file(file_values, alias))
+    if sections["storage"].kind == "auto" and sections["storage"].s3_endpoint and \
+            sections["storage"].postgres:
+        warnings += (S3_OVER_POSTGRES_WARNING,)
     config = Config(**sections, warnings=warnings)
     _check_consistency(config)
-    if environ.get("S3_ENDPOINT") and config.storage.kind == "auto":
-        raise ConfigError(
-            "S3_ENDPOINT is set: y-redis would keep documents in S3, which ysync does not "
-            "support; choose ysync's storage explicitly (YSYNC_STORAGE_KIND=gcs, postgres, "
-            "filesystem or memory) so that both servers use the same one")
     return config
+
+
+#: Said when storage.kind auto finds both S3_ENDPOINT and POSTGRES: y-redis then uses S3 too.
+S3_OVER_POSTGRES_WARNING = (
+    "storage.kind is auto and both S3_ENDPOINT and POSTGRES are set: S3 storage is used and "
+    "POSTGRES is not, as y-redis's server and worker do; name the kind (YSYNC_STORAGE_KIND) "
+    "to say so")
 
 
 def _check_consistency(config: Config) -> None:
@@ -493,7 +572,14 @@ def _check_consistency(config: Config) -> None:
         raise ConfigError("setting storage.kind (YSYNC_STORAGE_KIND): both storage.postgres "
                           "(POSTGRES) and storage.gcs_bucket are set, and either would select "
                           "its storage: choose one, postgres or gcs")
+    if config.storage.kind == "auto" and config.storage.s3_endpoint and \
+            config.storage.gcs_bucket:
+        raise ConfigError("setting storage.kind (YSYNC_STORAGE_KIND): both storage.s3_endpoint "
+                          "(S3_ENDPOINT) and storage.gcs_bucket are set, and either would select "
+                          "its storage: choose one, s3 or gcs")
     kind = config._storage_kind_or_none()  # none: refused where a storage is opened
+    if kind == "s3":
+        _check_s3(config.storage)
     if kind == "gcs" and not config.storage.gcs_bucket:
         raise ConfigError("setting storage.gcs_bucket: required when storage.kind is gcs")
     if kind == "postgres" and not config.storage.postgres.startswith(("postgres://", "postgresql://")):
@@ -505,3 +591,20 @@ def _check_consistency(config: Config) -> None:
     ):
         raise ConfigError(f"setting worker.update_callback: expected an http(s) URL, got "
                           f"{redact_url(config.worker.update_callback)!r}")
+
+
+def _check_s3(storage: StorageConfig) -> None:
+    endpoint = storage.s3_endpoint
+    if not endpoint:
+        raise ConfigError("setting storage.s3_endpoint (S3_ENDPOINT): required when storage.kind "
+                          "is s3")
+    if any(c in endpoint for c in "/?#@ ") or endpoint.count(":") == 1:
+        raise ConfigError(f"setting storage.s3_endpoint (S3_ENDPOINT): a host name as y-redis "
+                          f"takes it (minio.local, 10.0.0.5), without scheme, port or path "
+                          f"(S3_SSL and S3_PORT give those), got {redact_url(endpoint)!r}")
+    if bool(storage.s3_access_key) != bool(storage.s3_secret_key):
+        raise ConfigError("settings storage.s3_access_key (S3_ACCESS_KEY) and "
+                          "storage.s3_secret_key (S3_SECRET_KEY): give both, or neither (boto3's "
+                          "default credentials)")
+    if not storage.s3_bucket:
+        raise ConfigError("setting storage.s3_bucket: required when storage.kind is s3")

@@ -7,6 +7,8 @@ Every error ysync raises on purpose derives from :class:`YsyncError`::
     ├── ProtocolError          bytes that are not a valid y-websocket message
     │   └── MessageTooLarge    a frame above the configured size limit
     ├── UpdateFormatError      bytes that are not a valid Yjs v1/v2 update
+    ├── DocumentError          a document cannot be shown or changed as asked (JSON of a
+    │                          binary value, a rollback to a version of another document)
     ├── AuthError              a token or permission check failed (becomes HTTP 401)
     ├── StorageError           a storage backend failed (translated from its client library)
     ├── BusError               Redis failed or answered unexpectedly (translated from redis-py)
@@ -37,6 +39,10 @@ class MessageTooLarge(ProtocolError):
 
 class UpdateFormatError(YsyncError):
     """Bytes are not a valid Yjs update in the expected encoding."""
+
+
+class DocumentError(YsyncError):
+    """A document cannot be shown or changed as asked; the message says why (safe to show)."""
 
 
 class AuthError(YsyncError):

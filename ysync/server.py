@@ -585,6 +585,10 @@ async def run_server(config: Config, *, storage: Storage | None = None,
                                     "%.1f s; they are released and retried by any worker",
                                     config.server.shutdown_timeout)
 
+            if config.api_enabled:  # the document API, on its own port (ysync/api)
+                from ysync.api import serve_api
+
+                await tg.start(serve_api, config, client, storage, gate)
             server = await _listen(config, handler)
             try:
                 port = _bound_port(server)

@@ -60,7 +60,10 @@ def child_settings(config: Config, redis_url: str, port: int, index: int) -> lis
     """The flags after a child's own ``serve`` arguments: they override what it would read."""
     flags = ["--server-processes", "1", "--server-reuse-port", "yes",
              "--server-port", str(port), "--server-demo", "yes" if config.serve_demo else "no",
-             "--worker-enabled", "yes" if config.run_worker and index == 0 else "no"]
+             "--worker-enabled", "yes" if config.run_worker and index == 0 else "no",
+             # the document API shares its port the same way (auto would turn it off in a
+             # child, which sees a Redis URL)
+             "--api-enabled", "yes" if config.api_enabled else "no"]
     if config.embedded_redis:
         # the children share the supervisor's embedded Redis, and so its storage: name them,
         # since a child with a Redis URL would otherwise require a storage setting

@@ -18,6 +18,7 @@ from conftest import seconds
 from harness import NodeClients, running_server, wait_until
 from storage_fixtures import PERSISTENT_BACKENDS, storage_config, storage_env
 from storage_fixtures import gcs_emulator as gcs_emulator  # noqa: F401 - fixture
+from storage_fixtures import moto_s3 as moto_s3  # noqa: F401 - fixture
 from storage_fixtures import postgres_url as postgres_url  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.anyio, pytest.mark.node]

@@ -31,6 +31,7 @@ from storage_fixtures import (
     wait_past_ms,
 )
 from storage_fixtures import gcs_emulator as gcs_emulator  # noqa: F401 - fixture
+from storage_fixtures import moto_s3 as moto_s3  # noqa: F401 - fixture
 from storage_fixtures import postgres_url as postgres_url  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.anyio

@@ -1,5 +1,6 @@
-"""ysync beside the real JavaScript y-redis 0.1.6: one Redis, one PostgreSQL, both servers, both
-workers, real y-websocket clients on each side.
+"""ysync beside the real JavaScript y-redis 0.1.6: one Redis, one storage (PostgreSQL, or S3: a
+``moto_server`` of the module's own, bucket ``ydocs`` as y-redis has it), both servers, both
+workers, real y-websocket clients on each side. Every scenario runs on both storages.
 
 Every document is compared as the strings Yjs prints in Node (``JSON.stringify`` of the map and
 the array, of the text's delta; binary values as byte lists), so a server or worker that changes
@@ -14,11 +15,14 @@ The peer comes from ``$YSYNC_YREDIS_PEER`` or ``../shared/peers/y-redis-0.1.6/se
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
+import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +34,8 @@ import redis.asyncio as aioredis
 from psycopg import sql
 
 from ysync.auth import generate_keypair, load_private_key, mint_token
+from ysync.storage.base import merge_snapshots
+from ysync.streams import encode_uri_component
 
 from harness import (
     REPO,
@@ -40,6 +46,7 @@ from harness import (
     serving_http,
     wait_until,
 )
+from storage_fixtures import MotoS3, doc_json_of_v2, free_port, start_moto_server
 from yredis_peer import ChildProcess, YRedisServer, yredis_server, yredis_worker
 
 pytestmark = [pytest.mark.anyio, pytest.mark.node, pytest.mark.slow,
@@ -121,13 +128,35 @@ def database() -> Iterator[str]:
                 sql.Identifier(name)))
 
 
-# --- both servers on one Redis prefix and one database ------------------------------------------
+@pytest.fixture(scope="module")
+def ydocs_s3() -> Iterator[MotoS3]:
+    """An S3 server of this module's own, without buckets: the servers create ``ydocs``."""
+    server = MotoS3(free_port())
+    proc = start_moto_server(server.port)
+    try:
+        yield server
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def storage_env(kind: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    """y-redis's variables for ``kind``, which ysync reads too (storage.kind auto)."""
+    if kind == "postgres":
+        return {"POSTGRES": request.getfixturevalue("database")}
+    s3: MotoS3 = request.getfixturevalue("ydocs_s3")
+    return {"S3_ENDPOINT": "127.0.0.1", "S3_PORT": str(s3.port), "S3_SSL": "false",
+            "S3_ACCESS_KEY": s3.access_key, "S3_SECRET_KEY": s3.secret_key}
+
+
+# --- both servers on one Redis prefix and one storage -------------------------------------------
 
 
 @dataclass
 class Stack:
-    """A ysync server and a y-redis server on one Redis prefix and one database; the workers
-    are started only where a test wants one of them to compact."""
+    """A ysync server and a y-redis server on one Redis prefix and one storage (a database, or
+    the bucket ``ydocs`` of ``s3``); the workers are started only where a test wants one of them
+    to compact."""
 
     peer: Path
     env: dict[str, str]
@@ -135,6 +164,7 @@ class Stack:
     database: str
     redis: aioredis.Redis
     keys: tuple[str, str]
+    s3: MotoS3 | None = None
     ysync: ServerProcess | None = None
     yredis: YRedisServer | None = None
     _users: dict[str, str] = field(default_factory=dict)
@@ -170,8 +200,12 @@ class Stack:
     def ysync_worker(self) -> ChildProcess:
         return ChildProcess("ysync worker", [sys.executable, "-m", "workers.cli"], self.env, REPO)
 
-    async def snapshot_refs(self, room: str) -> list[int]:
-        """The ``r`` of every row of ``room`` in ``yredis_docs_v1``."""
+    async def snapshot_refs(self, room: str) -> list[Any]:
+        """The ``r`` of every row of ``room`` in ``yredis_docs_v1``, or the name of every
+        object of ``room`` in the bucket ``ydocs``."""
+        if self.s3 is not None:
+            folder = f"{encode_uri_component(room)}/index/"
+            return sorted(await asyncio.to_thread(self.s3.objects, "ydocs", folder))
         async with await psycopg.AsyncConnection.connect(self.database) as conn:
             cur = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (TABLE,))
             exists = await cur.fetchone()
@@ -187,38 +221,59 @@ class Stack:
         first = entries[0][0] if entries else None
         return first if isinstance(first, bytes) else None
 
-    async def wait_compacted(self, room: str, worker: ChildProcess, what: str) -> list[int]:
-        """Wait until a new snapshot of ``room`` is stored and its stream trimmed; the refs."""
+    async def compacted_by(self, start: Callable[[], AbstractAsyncContextManager[ChildProcess]],
+                           room: str, what: str) -> list[Any]:
+        """Start a worker (``start``), wait until one new snapshot of ``room`` is stored (those
+        it merged deleted) and its stream trimmed, stop the worker; the refs. (What was there
+        is noted before the worker starts: it may compact at once.)"""
         refs_before = await self.snapshot_refs(room)
         first_before = await self.first_entry(room)
         assert first_before is not None, f"{room}: nothing in the stream to compact"
+        async with start() as worker:
 
-        async def compacted() -> bool:
-            if not worker.running:
-                raise AssertionError(f"{worker.name} exited:\n{worker.log_text()}")
-            refs = await self.snapshot_refs(room)
-            return bool(refs) and refs != refs_before and \
-                await self.first_entry(room) != first_before
+            async def compacted() -> bool:
+                if not worker.running:
+                    raise AssertionError(f"{worker.name} exited:\n{worker.log_text()}")
+                refs = await self.snapshot_refs(room)
+                # (y-redis deletes the merged snapshots while it trims: wait for both)
+                return len(refs) == 1 and refs != refs_before and \
+                    await self.first_entry(room) != first_before
 
-        try:
-            await wait_until(compacted, 30, f"{what} to store a snapshot of {room!r} and trim "
-                             "its stream")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{worker.name} said:\n{worker.log_text()}") from None
+            try:
+                await wait_until(compacted, 30, f"{what} to store a snapshot of {room!r} and "
+                                 "trim its stream")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{worker.name} said:\n{worker.log_text()}") \
+                    from None
         return await self.snapshot_refs(room)
 
+    async def stored(self, room: str) -> dict[str, Any]:
+        """The document that every stored snapshot of ``room`` makes, as JSON (decoded here,
+        read straight from the storage)."""
+        if self.s3 is not None:
+            objects = await asyncio.to_thread(self.s3.objects, "ydocs",
+                                              f"{encode_uri_component(room)}/index/")
+            updates = list(objects.values())
+        else:
+            async with await psycopg.AsyncConnection.connect(self.database) as conn:
+                cur = await conn.execute(f"SELECT update FROM {TABLE} WHERE room = %s AND "
+                                         "doc = 'index'", (room,))
+                updates = [bytes(row[0]) for row in await cur.fetchall()]
+        return doc_json_of_v2(merge_snapshots(updates)) if updates else {}
 
-@pytest.fixture
-async def stack(yredis_peer_dir: Path, redis_url: str, prefix: str, database: str,
-                perm_url: str, keys: tuple[str, str]) -> AsyncIterator[Stack]:
-    env = {"REDIS": redis_url, "REDIS_PREFIX": prefix, "POSTGRES": database,
+
+@pytest.fixture(params=["postgres", "s3"])
+async def stack(request: pytest.FixtureRequest, yredis_peer_dir: Path, redis_url: str,
+                prefix: str, perm_url: str, keys: tuple[str, str]) -> AsyncIterator[Stack]:
+    env = {"REDIS": redis_url, "REDIS_PREFIX": prefix, **storage_env(request.param, request),
            "AUTH_PUBLIC_KEY": keys[0], "AUTH_PERM_CALLBACK": perm_url,
            "REDIS_TASK_DEBOUNCE": TASK_DEBOUNCE, "REDIS_MIN_MESSAGE_LIFETIME": MIN_MESSAGE_LIFETIME,
            "YSYNC_WORKER_ENABLED": "no", "YSYNC_WORKER_IDLE_WAIT": "0.1"}
     client = aioredis.Redis.from_url(redis_url)
-    peers = Stack(yredis_peer_dir, env, prefix, database, client, keys)
+    s3 = request.getfixturevalue("ydocs_s3") if request.param == "s3" else None
+    peers = Stack(yredis_peer_dir, env, prefix, env.get("POSTGRES", ""), client, keys, s3)
     try:
-        # one after the other: both create the table when it is missing
+        # one after the other: both create the table (the bucket) when it is missing
         async with running_server(env) as ysync:
             async with yredis_server(yredis_peer_dir, env) as yredis:
                 peers.ysync, peers.yredis = ysync, yredis
@@ -365,8 +420,7 @@ async def test_late_joiners_on_both_servers_match_the_writers(
 async def test_after_the_yredis_worker_compacted(stack: Stack, clients: NodeClients) -> None:
     room = "yredis-compacted"
     expected = await open_writers(clients, stack, room)
-    async with stack.yredis_worker() as worker:
-        refs = await stack.wait_compacted(room, worker, "the y-redis worker")
+    refs = await stack.compacted_by(stack.yredis_worker, room, "the y-redis worker")
     assert len(refs) == 1, refs
     report(await check_fresh_clients(clients, stack, room, expected, "fresh"))
 
@@ -374,8 +428,7 @@ async def test_after_the_yredis_worker_compacted(stack: Stack, clients: NodeClie
 async def test_after_the_ysync_worker_compacted(stack: Stack, clients: NodeClients) -> None:
     room = "ysync-compacted"
     expected = await open_writers(clients, stack, room)
-    async with stack.ysync_worker() as worker:
-        refs = await stack.wait_compacted(room, worker, "the ysync worker")
+    refs = await stack.compacted_by(stack.ysync_worker, room, "the ysync worker")
     assert len(refs) == 1, refs
     report(await check_fresh_clients(clients, stack, room, expected, "fresh"))
 
@@ -389,9 +442,8 @@ async def test_a_snapshot_alone_is_read_by_both_servers(
     expected = await open_writers(clients, stack, room)
     await clients.call("close", name="A")
     await clients.call("close", name="B")
-    worker_cm = stack.yredis_worker() if compactor == "y-redis" else stack.ysync_worker()
-    async with worker_cm as worker:
-        await stack.wait_compacted(room, worker, f"the {compactor} worker")
+    start = stack.yredis_worker if compactor == "y-redis" else stack.ysync_worker
+    await stack.compacted_by(start, room, f"the {compactor} worker")
     await stack.redis.delete(stack.stream(room))
     report(await check_fresh_clients(clients, stack, room, expected, "fresh"))
 
@@ -405,8 +457,7 @@ async def test_workers_take_turns_on_one_room(stack: Stack, clients: NodeClients
     refs: list[int] = []
     found: list[str] = []
     for turn, (compactor, start_worker) in enumerate(turns):
-        async with start_worker() as worker:
-            new_refs = await stack.wait_compacted(room, worker, f"the {compactor} worker")
+        new_refs = await stack.compacted_by(start_worker, room, f"the {compactor} worker")
         assert len(new_refs) == 1 and new_refs != refs, (refs, new_refs)
         refs = new_refs
         # writers that joined from this snapshot, one on each server, edit on
@@ -422,3 +473,112 @@ async def test_workers_take_turns_on_one_room(stack: Stack, clients: NodeClients
                                   [f"done-t{turn}A", f"done-t{turn}B"], stack)
         found += await check_fresh_clients(clients, stack, room, expected, f"turn {turn}")
     report(found)
+
+
+@contextlib.contextmanager
+def frozen(worker: ChildProcess | None) -> Iterator[None]:
+    """``worker`` stopped (SIGSTOP) meanwhile: a task it claimed waits for the other worker to
+    take it over, as when a worker stalls."""
+    if worker is None or worker.proc is None:
+        yield
+        return
+    worker.proc.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        worker.proc.send_signal(signal.SIGCONT)
+
+
+async def test_both_workers_at_once_on_one_room(stack: Stack, clients: NodeClients) -> None:
+    """Both workers run while the writers write: they race for the room's tasks, each
+    compaction merges what the other stored, and in two rounds one of them is frozen so that
+    each surely compacts (taking over the task the frozen one may hold); what is left in the
+    end is what the writers wrote."""
+    room = "both-workers"
+    async with stack.yredis_worker() as yredis_worker, stack.ysync_worker() as ysync_worker:
+
+        def running() -> None:
+            for worker in (yredis_worker, ysync_worker):
+                assert worker.running, f"{worker.name} exited:\n{worker.log_text()}"
+
+        async def stored(markers: set[str]) -> bool:
+            running()
+            return markers <= set((await stack.stored(room)).get("map", {}))
+
+        await open_writers(clients, stack, room)
+        for turn, stalled in enumerate([None, ysync_worker, yredis_worker, None]):
+            with frozen(stalled):
+                for side in ("A", "B"):
+                    await clients.call("insertFormatted", name=side, text=f"<{side}{turn}>",
+                                       attrs={"bold": True} if turn % 2 else {})
+                    await clients.call("mapSet", name=side, key=f"w{turn}{side}",
+                                       value=keyed(side, turn))
+                    await clients.call("mapSet", name=side, key=f"done-w{turn}{side}",
+                                       value=True)
+                markers = {f"done-w{turn}A", f"done-w{turn}B"}
+                expected = await converge(clients, ["B", "A"], sorted(markers), stack)
+                await wait_until(lambda: stored(markers), 30,  # noqa: B023 - awaited here
+                                 f"a worker to store round {turn}")
+        await clients.call("close", name="A")
+        await clients.call("close", name="B")
+
+        async def all_compacted() -> bool:
+            running()
+            return await stack.redis.xlen(stack.stream(room)) == 0 and \
+                len(await stack.snapshot_refs(room)) == 1
+
+        await wait_until(all_compacted, 30, "the workers to compact everything into one "
+                         "snapshot")
+    await stack.redis.delete(stack.stream(room))  # the snapshot alone
+    report(await check_fresh_clients(clients, stack, room, expected, "fresh"))
+
+
+# --- the document API's history beside y-redis ---------------------------------------------------
+
+
+async def test_history_on_leaves_yredis_working_on_the_storage(
+    stack: Stack, clients: NodeClients
+) -> None:
+    """ysync's worker with ``history.enabled`` records versions beside the snapshots (rows of
+    ``ysync_versions_v1``, or objects under ``%ysync-versions/`` in the bucket): y-redis's worker
+    and server go on reading and compacting the storage, and a rollback to a version reaches
+    the clients of both servers."""
+    from ysync.config import load_config
+    from ysync.docs import load_doc
+    from ysync.protocol import encode_sync_update
+    from ysync.rollback import rollback
+    from ysync.storage.factory import open_storage
+    from ysync.storage.versions import versions_of
+    from ysync.streams import Scripts
+
+    room = "history-beside-yredis"
+    history_env = {**stack.env, "YSYNC_HISTORY_ENABLED": "yes"}
+
+    def history_worker() -> ChildProcess:
+        return ChildProcess("ysync worker (history on)", [sys.executable, "-m", "workers.cli"],
+                            history_env, REPO)
+
+    first = await open_writers(clients, stack, room)
+    assert len(await stack.compacted_by(history_worker, room, "the history worker")) == 1
+    first_stored = await stack.stored(room)
+    await write_round_two(clients, "A", "A", "r3")
+    await write_round_two(clients, "B", "B", "r3")
+    second = await converge(clients, ["B", "A"], ["done-r3A", "done-r3B"], stack)
+    assert len(await stack.compacted_by(stack.yredis_worker, room, "the y-redis worker")) == 1
+    report(await check_fresh_clients(clients, stack, room, second, "after-yredis"))
+    async with open_storage(load_config(environ=history_env)) as storage:
+        store = versions_of(storage)
+        (version,) = await store.versions(room, "index")
+        data = await store.read(room, "index", version.id)
+        assert data is not None and doc_json_of_v2(data) == first_stored
+        loaded = await load_doc(stack.redis, storage, stack.prefix, room, "index")
+    change = rollback(loaded.full_update, data)
+    await Scripts(stack.redis, stack.prefix).append(stack.stream(room),
+                                                   encode_sync_update(change.update))
+
+    async def back() -> bool:
+        documents = [parsed(await dump(clients, name)) for name in ("A", "B")]
+        return all(document == parsed(first) for document in documents)
+
+    await wait_until(back, 20, "both writers (on ysync and on y-redis) back at the version")
+    report(await check_fresh_clients(clients, stack, room, first, "rolled-back"))

@@ -107,7 +107,7 @@ def test_empty_secret_is_shown_as_empty(capsys: pytest.CaptureFixture[str]) -> N
         ("PORT", "abc", ["server.port", "PORT", "'abc'"]),
         ("PORT", "70000", ["server.port", "PORT", "70000"]),
         ("REDIS", "http://x", ["redis.url", "http://x"]),
-        ("YSYNC_STORAGE_KIND", "s3", ["storage.kind", "s3"]),
+        ("YSYNC_STORAGE_KIND", "azure", ["storage.kind", "azure"]),
         ("LOG", "loud", ["log.level", "loud"]),
     ],
 )

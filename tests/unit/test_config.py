@@ -71,9 +71,12 @@ def test_y_redis_log_pattern_star_means_debug() -> None:
     assert load_config(None, {"LOG": "*"}).log.level == "debug"
 
 
-def test_s3_settings_of_y_redis_are_not_silently_ignored() -> None:
-    with pytest.raises(ConfigError, match="S3_ENDPOINT"):
-        load_config(None, {"S3_ENDPOINT": "minio.local"})
+def test_s3_settings_of_y_redis_select_s3_storage() -> None:
+    config = load_config(None, {"S3_ENDPOINT": "minio.local", "S3_PORT": "9000",
+                                "S3_ACCESS_KEY": "a", "S3_SECRET_KEY": "b"})
+    assert config.storage_kind == "s3"
+    assert config.storage.s3_endpoint_url == "http://minio.local:9000"
+    assert config.storage.s3_bucket == "ydocs"  # y-redis's
     assert load_config(None, {"S3_ENDPOINT": "minio.local",
                               "YSYNC_STORAGE_KIND": "memory"}).storage_kind == "memory"
 
@@ -383,7 +386,8 @@ def test_aliases_are_listed_after_the_ysync_and_y_redis_names() -> None:
         ({"REDIS_PREFIX": "a:room:b"}, ["redis.prefix", "'a:room:b'"]),
         ({"REDIS_TASK_DEBOUNCE": "soon"}, ["redis.task_debounce", "REDIS_TASK_DEBOUNCE", "'soon'"]),
         ({"REDIS_MIN_MESSAGE_LIFETIME": "-5"}, ["redis.min_message_lifetime", "'-5'"]),
-        ({"YSYNC_STORAGE_KIND": "s3"}, ["storage.kind", "YSYNC_STORAGE_KIND", "'s3'", "gcs"]),
+        ({"YSYNC_STORAGE_KIND": "azure"}, ["storage.kind", "YSYNC_STORAGE_KIND", "'azure'",
+                                           "gcs"]),
         ({"LOG": "loud"}, ["log.level", "environment LOG", "'loud'", "debug"]),
         ({"YSYNC_SERVER_COMPRESSION": "maybe"}, ["server.compression", "'maybe'"]),
         ({"YSYNC_SERVER_PING_TIMEOUT": "nan"}, ["server.ping_timeout", "'nan'"]),
@@ -427,7 +431,7 @@ def test_unknown_override() -> None:
         ("[server]\nhost = 5\n", ["server.host", "expected a string"]),
         ("[server]\ncompression = 3\n", ["server.compression", "3"]),
         ("[server]\nsync_timeout = nan\n", ["server.sync_timeout", "nan"]),
-        ("[storage]\nkind = 's3'\n", ["storage.kind", "'s3'"]),
+        ("[storage]\nkind = 'azure'\n", ["storage.kind", "'azure'"]),
         ("[log]\nlevel = 'loud'\n", ["log.level", "'loud'"]),
         ("[nosuch]\nx = 1\n", ["[nosuch]"]),
         ("port = 3002\n", ["[port]"]),

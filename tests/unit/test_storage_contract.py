@@ -1,4 +1,5 @@
-"""The storage contract, checked against every backend (memory, filesystem, GCS, PostgreSQL)."""
+"""The storage contract, checked against every backend (memory, filesystem, GCS, PostgreSQL,
+S3)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from ysync.updates import v1_to_v2, v2_to_v1
 
 from storage_fixtures import BACKENDS, make_config, storage_config
 from storage_fixtures import gcs_emulator as gcs_emulator  # noqa: F401 - fixture
+from storage_fixtures import moto_s3 as moto_s3  # noqa: F401 - fixture
 from storage_fixtures import postgres_url as postgres_url  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.anyio

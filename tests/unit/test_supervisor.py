@@ -30,6 +30,7 @@ def test_children_of_the_embedded_default_share_its_redis_storage_and_one_worker
     assert first["--server-port"] == "4321" and first["--server-reuse-port"] == "yes"
     assert first["--server-processes"] == "1"
     assert first["--server-demo"] == "yes"  # the demo of the embedded default stays on
+    assert first["--api-enabled"] == other["--api-enabled"] == "yes"  # so does its API
 
 
 def test_children_with_an_external_redis_read_their_own_settings() -> None:
@@ -37,6 +38,7 @@ def test_children_with_an_external_redis_read_their_own_settings() -> None:
     first = flags(child_settings(config, "redis://h:6379", 1, 0))
     assert "--redis-url" not in first and "--storage-kind" not in first
     assert first["--worker-enabled"] == "no" and first["--server-demo"] == "no"
+    assert first["--api-enabled"] == "no"
 
 
 def test_zero_processes_means_one_per_core() -> None:

@@ -48,8 +48,20 @@ async def _open(config: Config) -> Storage:
             raise ConfigError("storage.kind postgres needs psycopg: "
                               "pip install 'ysync[postgres]'") from exc
         return await PostgresStorage.open(url, call_timeout=timeout)
+    if kind == "s3":
+        s3 = config.storage  # the settings were checked by load_config
+        if not s3.s3_endpoint:
+            raise ConfigError("setting storage.s3_endpoint (S3_ENDPOINT): required when "
+                              "storage.kind is s3")
+        try:
+            from ysync.storage.s3 import S3Storage
+        except ImportError as exc:
+            raise ConfigError("storage.kind s3 needs boto3: pip install 'ysync[s3]'") from exc
+        return await S3Storage.open(s3.s3_endpoint_url, s3.s3_bucket,
+                                    access_key=s3.s3_access_key, secret_key=s3.s3_secret_key,
+                                    region=s3.s3_region, call_timeout=timeout)
     raise ConfigError(f"setting storage.kind: unknown storage {kind!r} "
-                      f"(memory, filesystem, gcs or postgres)")
+                      f"(memory, filesystem, gcs, postgres or s3)")
 
 
 @asynccontextmanager
@@ -58,8 +70,9 @@ async def open_storage(config: Config) -> AsyncIterator[Storage]:
 
     Raises ``ConfigError`` for settings that cannot work (no storage chosen with an external
     Redis among them, see :attr:`Config.storage_kind`) and ``StorageError`` when the backend
-    cannot be reached (a missing GCS bucket, a refused Postgres connection). Memory storage is
-    opened with a loud warning: its documents are lost when the process exits.
+    cannot be reached (a missing GCS bucket, a refused Postgres connection, S3 refusing the
+    keys). Memory storage is opened with a loud warning: its documents are lost when the
+    process exits.
     """
     storage = await _open(config)
     try:

@@ -3,10 +3,11 @@
 A server reads snapshots from its storage and a worker writes them to its own. When the two are
 different storages, the worker trims what it persisted from the stream and the server's clients
 get documents without it: lost for them. So ``ysync serve`` and ``ysync-worker`` announce their
-storage identity (:class:`StorageIdentity`: the kind plus bucket and prefix, PostgreSQL host,
-port and database, or the filesystem folder's id; never a password or a user's secret) in the
-hash ``<prefix>:ysync:storage``, one field per process, and a process refuses to start when a
-live process of its prefix uses another storage (docs/storage.md, "One storage per prefix"):
+storage identity (:class:`StorageIdentity`: the kind plus bucket and prefix, S3 endpoint and
+bucket, PostgreSQL host, port and database, or the filesystem folder's id; never a password, a
+key or a user's secret) in the hash ``<prefix>:ysync:storage``, one field per process, and a
+process refuses to start when a live process of its prefix uses another storage
+(docs/storage.md, "One storage per prefix"):
 
 - first come, first served: a starting process is checked against the entries already there,
   in one Redis transaction (two processes starting at once are checked one after the other);
@@ -156,6 +157,9 @@ def storage_identity(config: Config, *, host: str, process: str,
     if kind == "postgres":
         name = postgres_identity(config.storage.postgres, environ)
         return StorageIdentity(name, name)
+    if kind == "s3":
+        name = f"s3://{config.storage.s3_bucket} at {config.storage.s3_endpoint_url}"
+        return StorageIdentity(name, name)  # the keys are never part of it
     raise ConfigError(f"setting storage.kind: unknown storage {kind!r}")
 
 
@@ -227,7 +231,7 @@ def conflict_message(prefix: str, own: Announcement, other: Announcement, now_ms
         f"would serve documents without it.")
     if own.storage.key.startswith("memory:") or other.storage.key.startswith("memory:"):
         text += (" Memory storage is each process's own, shared with no other process: "
-                 "choose filesystem, gcs or postgres (or run the worker inside the one "
+                 "choose filesystem, gcs, postgres or s3 (or run the worker inside the one "
                  "server: worker.enabled = yes).")
     return text + (f" If that process has stopped, its announcement expires in {left:.0f} s "
                    f"(key {announce_key(prefix)}).")

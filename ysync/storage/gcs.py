@@ -31,8 +31,12 @@ from google.cloud.storage.retry import DEFAULT_RETRY  # type: ignore[import-unty
 
 from ysync.errors import StorageError
 from ysync.storage.base import Storage, StoredDoc, merge_snapshots
-from ysync.storage.names import MAX_PART_BYTES, fit_part
-from ysync.streams import encode_uri_component
+from ysync.storage.names import (
+    MAX_OBJECT_NAME_BYTES,
+    MAX_PART_BYTES,
+    SNAPSHOT_NAME_BYTES,
+    object_folder,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,21 +50,16 @@ _DOWNLOADS = 8
 _READ_ATTEMPTS = 5
 
 
-#: GCS's limit on the length of an object name, in UTF-8 bytes.
-MAX_OBJECT_NAME_BYTES = 1024
-_SNAPSHOT_NAME_BYTES = 36  # a UUID
+__all__ = ["MAX_OBJECT_NAME_BYTES", "MAX_PREFIX_BYTES", "GcsStorage", "object_prefix"]
+
 #: Longest prefix that leaves room for every room and doc id (each at most 255 bytes, shortened).
-MAX_PREFIX_BYTES = MAX_OBJECT_NAME_BYTES - 2 * (MAX_PART_BYTES + 1) - _SNAPSHOT_NAME_BYTES
+MAX_PREFIX_BYTES = MAX_OBJECT_NAME_BYTES - 2 * (MAX_PART_BYTES + 1) - SNAPSHOT_NAME_BYTES
 
 
 def object_prefix(prefix: str, room: str, docid: str) -> str:
     """``<prefix><encodeURIComponent(room)>/<encodeURIComponent(docid)>/``, with both parts
     shortened if a snapshot's name would be longer than GCS allows (module docstring)."""
-    room_part, doc_part = encode_uri_component(room), encode_uri_component(docid)
-    folder = f"{prefix}{room_part}/{doc_part}/"
-    if len(folder.encode("utf-8")) + _SNAPSHOT_NAME_BYTES <= MAX_OBJECT_NAME_BYTES:
-        return folder
-    return f"{prefix}{fit_part(room_part)}/{fit_part(doc_part)}/"
+    return object_folder(prefix, room, docid)
 
 
 def _folder_prefix(prefix: str) -> str:
