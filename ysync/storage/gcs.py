@@ -17,9 +17,7 @@ blocks, so every call runs in a worker thread under a timeout.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Any, TypeVar
 
 import anyio
@@ -30,13 +28,13 @@ from google.cloud import storage as gcs  # type: ignore[import-untyped]
 from google.cloud.storage.retry import DEFAULT_RETRY  # type: ignore[import-untyped]
 
 from ysync.errors import StorageError
-from ysync.storage.base import Storage, StoredDoc, merge_snapshots
 from ysync.storage.names import (
     MAX_OBJECT_NAME_BYTES,
     MAX_PART_BYTES,
     SNAPSHOT_NAME_BYTES,
     object_folder,
 )
+from ysync.storage.objects import SNAPSHOT_TYPE, ObjectStorage
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +44,6 @@ T = TypeVar("T")
 _ERRORS = (gexc.GoogleAPIError, auth_exc.GoogleAuthError, OSError, ValueError)
 #: Parallel downloads of one document's snapshots.
 _DOWNLOADS = 8
-#: Listings of one document tried while concurrent workers replace its snapshots.
-_READ_ATTEMPTS = 5
 
 
 __all__ = ["MAX_OBJECT_NAME_BYTES", "MAX_PREFIX_BYTES", "GcsStorage", "object_prefix"]
@@ -74,8 +70,10 @@ def _folder_prefix(prefix: str) -> str:
     return prefix
 
 
-class GcsStorage(Storage):
+class GcsStorage(ObjectStorage):
     """Snapshots in a GCS bucket. Create it with :meth:`open`."""
+
+    label = "gcs storage"
 
     def __init__(self, client: gcs.Client, bucket: str, prefix: str = "", *,
                  timeout: float = 30.0) -> None:
@@ -129,22 +127,11 @@ class GcsStorage(Storage):
         except _ERRORS as exc:
             raise StorageError(f"gcs storage: {what} failed: {exc}") from exc
 
-    async def retrieve_doc(self, room: str, docid: str) -> StoredDoc | None:
-        folder = object_prefix(self.prefix, room, docid)
-        for _ in range(_READ_ATTEMPTS):
-            names = await self._list(folder)
-            if not names:
-                return None
-            bodies = await self._download(names)
-            if len(bodies) < len(names):
-                # deleted after the listing by a worker that had persisted a newer snapshot
-                # containing it: list again to find that one
-                continue
-            merged = await self._call(
-                "merging snapshots", partial(merge_snapshots, [bodies[name] for name in names]))
-            return StoredDoc(merged, tuple(names))
-        raise StorageError(f"gcs storage: snapshots under gs://{self.bucket_name}/{folder} kept "
-                           f"vanishing while being read ({_READ_ATTEMPTS} attempts)")
+    def where(self, name: str = "") -> str:
+        return f"gs://{self.bucket_name}/{name}"
+
+    def snapshot_folder(self, room: str, docid: str) -> str:
+        return object_prefix(self.prefix, room, docid)
 
     async def check(self) -> None:
         def list_one() -> None:
@@ -157,62 +144,35 @@ class GcsStorage(Storage):
 
         await self._call(f"listing gs://{self.bucket_name}/{self.prefix}", list_one)
 
-    async def _list(self, folder: str) -> list[str]:
+    async def names(self, prefix: str) -> list[str]:
         def list_names() -> list[str]:
-            blobs: Any = self._client.list_blobs(self._bucket, prefix=folder,
+            blobs: Any = self._client.list_blobs(self._bucket, prefix=prefix,
                                                  timeout=self.timeout, retry=self._retry)
-            return sorted(blob.name for blob in blobs)
+            return sorted(str(blob.name) for blob in blobs)
 
-        return await self._call(f"listing gs://{self.bucket_name}/{folder}", list_names)
+        return await self._call(f"listing {self.where(prefix)}", list_names)
 
-    async def _download(self, names: Sequence[str]) -> dict[str, bytes]:
-        """The bodies of ``names`` (those that still exist), downloaded in parallel."""
-        found: dict[str, bytes] = {}
-        errors: list[StorageError] = []
-
-        async def download(name: str) -> None:
-            def get() -> bytes | None:
-                try:
-                    body: bytes = self._bucket.blob(name).download_as_bytes(
-                        timeout=self.timeout, retry=self._retry)
-                    return body
-                except gexc.NotFound:
-                    return None
-
+    async def get(self, name: str) -> bytes | None:
+        def download() -> bytes | None:
             try:
-                body = await self._call(f"reading gs://{self.bucket_name}/{name}", get)
-            except StorageError as exc:
-                errors.append(exc)
-                return
-            if body is not None:
-                found[name] = body
+                body: bytes = self._bucket.blob(name).download_as_bytes(
+                    timeout=self.timeout, retry=self._retry)
+                return body
+            except gexc.NotFound:
+                return None
 
-        async with anyio.create_task_group() as tg:
-            for name in names:
-                tg.start_soon(download, name)
-        if errors:
-            raise errors[0]
-        return found
+        return await self._call(f"reading {self.where(name)}", download)
 
-    async def persist_doc(self, room: str, docid: str, update_v2: bytes) -> None:
-        name = f"{object_prefix(self.prefix, room, docid)}{uuid.uuid4()}"
-        data = bytes(update_v2)
-
+    async def put(self, name: str, data: bytes, content_type: str = SNAPSHOT_TYPE) -> None:
         def upload() -> None:
             # if_generation_match=0: create only; makes the upload safe for the client to retry
             self._bucket.blob(name).upload_from_string(
-                data, content_type="application/octet-stream", if_generation_match=0,
+                data, content_type=content_type, if_generation_match=0,
                 timeout=self.timeout, retry=self._retry)
 
-        await self._call(f"writing gs://{self.bucket_name}/{name}", upload)
-        log.debug("persisted gs://%s/%s (%d bytes)", self.bucket_name, name, len(data))
+        await self._call(f"writing {self.where(name)}", upload)
 
-    async def delete_references(self, room: str, docid: str, references: Sequence[str]) -> None:
-        folder = object_prefix(self.prefix, room, docid)
-        names = [r for r in references if r.startswith(folder) and "/" not in r[len(folder):]]
-        for ignored in set(references) - set(names):
-            log.warning("ignoring reference %r: not a snapshot of %r/%r", ignored, room, docid)
-
+    async def remove(self, names: Sequence[str]) -> None:
         errors: list[StorageError] = []
 
         async def delete(name: str) -> None:
@@ -223,7 +183,7 @@ class GcsStorage(Storage):
                     pass  # already deleted by a concurrent worker: the goal is reached
 
             try:
-                await self._call(f"deleting gs://{self.bucket_name}/{name}", remove)
+                await self._call(f"deleting {self.where(name)}", remove)
             except StorageError as exc:
                 errors.append(exc)
 

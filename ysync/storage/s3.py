@@ -23,7 +23,6 @@ wait for data) end at about the same time, so no abandoned thread lingers long.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar
@@ -35,8 +34,8 @@ from botocore.config import Config as BotoConfig  # type: ignore[import-untyped]
 from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
 
 from ysync.errors import StorageError
-from ysync.storage.base import Storage, StoredDoc, merge_snapshots
 from ysync.storage.names import object_folder
+from ysync.storage.objects import SNAPSHOT_TYPE, ObjectStorage
 
 __all__ = ["S3Storage"]
 
@@ -47,8 +46,6 @@ T = TypeVar("T")
 _ERRORS = (BotoCoreError, ClientError, OSError, ValueError)
 #: Parallel downloads of one document's snapshots.
 _DOWNLOADS = 8
-#: Listings of one document tried while concurrent workers replace its snapshots.
-_READ_ATTEMPTS = 5
 #: botocore's attempts at one request (its "standard" retry mode: throttling, 5xx, resets).
 _ATTEMPTS = 3
 #: Most keys of one DeleteObjects request (S3's limit).
@@ -81,8 +78,10 @@ def _client(endpoint_url: str, access_key: str, secret_key: str, region: str,
                           aws_secret_access_key=secret_key or None, config=config)
 
 
-class S3Storage(Storage):
+class S3Storage(ObjectStorage):
     """Snapshots in an S3 bucket. Create it with :meth:`open`."""
+
+    label = "s3 storage"
 
     def __init__(self, client: Any, bucket: str, endpoint_url: str, *,
                  timeout: float = 30.0) -> None:
@@ -132,7 +131,7 @@ class S3Storage(Storage):
         except _ERRORS as exc:
             raise StorageError(f"s3 storage: {what} failed: {exc}") from exc
 
-    def _where(self, name: str = "") -> str:
+    def where(self, name: str = "") -> str:
         return f"s3://{self.bucket}/{name} at {self.endpoint_url}"
 
     async def _bucket_exists(self) -> bool:
@@ -145,7 +144,7 @@ class S3Storage(Storage):
                     return False
                 raise
 
-        return await self._call(f"checking bucket {self._where()}", head)
+        return await self._call(f"checking bucket {self.where()}", head)
 
     async def _create_bucket(self, region: str) -> None:
         def create() -> None:
@@ -158,94 +157,52 @@ class S3Storage(Storage):
                 if _code(exc) != "BucketAlreadyOwnedByYou":  # another process was first
                     raise
 
-        await self._call(f"creating bucket {self._where()}", create)
+        await self._call(f"creating bucket {self.where()}", create)
         log.warning("s3 storage: bucket %s did not exist and was created (as y-redis does)",
-                    self._where())
+                    self.where())
 
     async def check(self) -> None:
         if not await self._bucket_exists():
-            raise StorageError(f"s3 storage: bucket {self._where()} does not exist")
+            raise StorageError(f"s3 storage: bucket {self.where()} does not exist")
 
-    async def retrieve_doc(self, room: str, docid: str) -> StoredDoc | None:
-        folder = object_folder("", room, docid)
-        for _ in range(_READ_ATTEMPTS):
-            names = await self._list(folder)
-            if not names:
-                return None
-            bodies = await self._download(names)
-            if len(bodies) < len(names):
-                # deleted after the listing by a worker that had persisted a newer snapshot
-                # containing it: list again to find that one
-                continue
-            merged = await self._call(
-                "merging snapshots", partial(merge_snapshots, [bodies[name] for name in names]))
-            return StoredDoc(merged, tuple(names))
-        raise StorageError(f"s3 storage: snapshots under {self._where(folder)} kept vanishing "
-                           f"while being read ({_READ_ATTEMPTS} attempts)")
+    def snapshot_folder(self, room: str, docid: str) -> str:
+        return object_folder("", room, docid)
 
-    async def _list(self, folder: str) -> list[str]:
+    async def names(self, prefix: str) -> list[str]:
         def list_names() -> list[str]:
             pages = self._client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=folder)
+                Bucket=self.bucket, Prefix=prefix)
             return sorted(str(item["Key"]) for page in pages for item in page.get("Contents", ()))
 
-        return await self._call(f"listing {self._where(folder)}", list_names)
+        return await self._call(f"listing {self.where(prefix)}", list_names)
 
-    async def _download(self, names: Sequence[str]) -> dict[str, bytes]:
-        """The bodies of ``names`` (those that still exist), downloaded in parallel."""
-        found: dict[str, bytes] = {}
-        errors: list[StorageError] = []
-
-        async def download(name: str) -> None:
-            def get() -> bytes | None:
-                try:
-                    response = self._client.get_object(Bucket=self.bucket, Key=name)
-                except ClientError as exc:
-                    if _code(exc) in _MISSING_OBJECT:
-                        return None
-                    raise
-                with response["Body"] as body:
-                    return bytes(body.read())
-
+    async def get(self, name: str) -> bytes | None:
+        def download() -> bytes | None:
             try:
-                body = await self._call(f"reading {self._where(name)}", get)
-            except StorageError as exc:
-                errors.append(exc)
-                return
-            if body is not None:
-                found[name] = body
+                response = self._client.get_object(Bucket=self.bucket, Key=name)
+            except ClientError as exc:
+                if _code(exc) in _MISSING_OBJECT:
+                    return None
+                raise
+            with response["Body"] as body:
+                return bytes(body.read())
 
-        async with anyio.create_task_group() as tg:
-            for name in names:
-                tg.start_soon(download, name)
-        if errors:
-            raise errors[0]
-        return found
+        return await self._call(f"reading {self.where(name)}", download)
 
-    async def persist_doc(self, room: str, docid: str, update_v2: bytes) -> None:
-        name = f"{object_folder('', room, docid)}{uuid.uuid4()}"
-        data = bytes(update_v2)
-
+    async def put(self, name: str, data: bytes, content_type: str = SNAPSHOT_TYPE) -> None:
         def upload() -> None:
             # one PUT: the object appears whole or not at all; a retried PUT of this new name
             # writes the same bytes
             self._client.put_object(Bucket=self.bucket, Key=name, Body=data,
-                                    ContentType="application/octet-stream")
+                                    ContentType=content_type)
 
-        await self._call(f"writing {self._where(name)}", upload)
-        log.debug("persisted %s (%d bytes)", self._where(name), len(data))
+        await self._call(f"writing {self.where(name)}", upload)
 
-    async def delete_references(self, room: str, docid: str, references: Sequence[str]) -> None:
-        folder = object_folder("", room, docid)
-        names = sorted({r for r in references
-                        if r.startswith(folder) and "/" not in r[len(folder):]})
-        for ignored in set(references) - set(names):
-            log.warning("ignoring reference %r: not a snapshot of %r/%r", ignored, room, docid)
-        for start in range(0, len(names), _DELETE_BATCH):
-            batch = names[start:start + _DELETE_BATCH]
-            await self._delete(folder, batch)
+    async def remove(self, names: Sequence[str]) -> None:
+        for start in range(0, len(names), _DELETE_BATCH):  # S3 takes 1000 keys per request
+            await self._delete(names[start:start + _DELETE_BATCH])
 
-    async def _delete(self, folder: str, names: Sequence[str]) -> None:
+    async def _delete(self, names: Sequence[str]) -> None:
         def remove() -> list[tuple[str, str]]:
             response = self._client.delete_objects(Bucket=self.bucket, Delete={
                 "Objects": [{"Key": name} for name in names], "Quiet": True})
@@ -253,12 +210,11 @@ class S3Storage(Storage):
             return [(str(e.get("Key", "")), f"{e.get('Code', '')}: {e.get('Message', '')}")
                     for e in response.get("Errors", ()) if e.get("Code") not in _MISSING_OBJECT]
 
-        failed = await self._call(f"deleting {len(names)} snapshots under "
-                                  f"{self._where(folder)}", remove)
+        failed = await self._call(f"deleting {len(names)} objects in {self.where()}", remove)
         if failed:
             name, why = failed[0]
             more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
-            raise StorageError(f"s3 storage: deleting {self._where(name)} failed: {why}{more}")
+            raise StorageError(f"s3 storage: deleting {self.where(name)} failed: {why}{more}")
 
     async def aclose(self) -> None:
         await anyio.to_thread.run_sync(self._client.close)

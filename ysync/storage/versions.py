@@ -43,6 +43,7 @@ from ysync.errors import StorageError
 from ysync.storage.base import Storage
 from ysync.storage.filesystem import FilesystemStorage, folder_name
 from ysync.storage.memory import MemoryStorage
+from ysync.storage.objects import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -259,25 +260,6 @@ def _write_atomically(folder: Path, name: str, data: bytes) -> None:
         os.close(fd)
 
 
-class ObjectStore(ABC):
-    """The four object operations :class:`ObjectVersions` needs (GCS, S3). ``StorageError``."""
-
-    @abstractmethod
-    async def names(self, prefix: str) -> list[str]:
-        """Every object name starting with ``prefix``."""
-
-    @abstractmethod
-    async def get(self, name: str) -> bytes | None:
-        """An object's body, ``None`` if it does not exist."""
-
-    @abstractmethod
-    async def put(self, name: str, data: bytes, content_type: str) -> None: ...
-
-    @abstractmethod
-    async def remove(self, names: Sequence[str]) -> None:
-        """Delete objects; missing ones are no error."""
-
-
 class ObjectVersions(VersionStore):
     """Versions as objects ``<prefix>%ysync-versions/<room>/<docid>/<id>.v2|.json``."""
 
@@ -354,5 +336,5 @@ def _open_versions(storage: Storage) -> VersionStore:
 
 
 __all__ = ["VERSIONS_FOLDER", "VERSION_ID", "FilesystemVersions", "MemoryVersions",
-           "ObjectStore", "ObjectVersions", "Version", "VersionStore", "new_version_id",
+           "ObjectVersions", "Version", "VersionStore", "new_version_id",
            "version_time", "versions_of"]

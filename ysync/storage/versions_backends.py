@@ -1,7 +1,8 @@
 """Version stores of the GCS, S3 and PostgreSQL storages (layout: :mod:`ysync.storage.versions`).
 
-Imported only when such a storage is used: their client libraries are optional. Each store uses
-its storage's own client, connection, timeout and retries.
+Imported only when such a storage is used: their client libraries are optional. The GCS and S3
+stores keep versions as objects through their storage's own object operations
+(:class:`ysync.storage.objects.ObjectStore`); PostgreSQL's uses its connection and timeout.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from typing import Any
 from ysync.storage.base import Storage
 from ysync.storage.versions import (
     VERSIONS_FOLDER,
-    ObjectStore,
     ObjectVersions,
     Version,
     VersionStore,
@@ -54,64 +54,8 @@ def _gcs_versions(storage: Any) -> VersionStore:
     from ysync.storage.gcs import object_prefix
 
     prefix = f"{storage.prefix}{VERSIONS_FOLDER}/"
-    return ObjectVersions(_GcsObjects(storage),
+    return ObjectVersions(storage,
                           lambda room, docid: object_prefix(prefix, room, docid))
-
-
-class _GcsObjects(ObjectStore):
-    def __init__(self, storage: Any) -> None:
-        self._storage = storage
-
-    async def names(self, prefix: str) -> list[str]:
-        s = self._storage
-
-        def list_names() -> list[str]:
-            blobs: Any = s._client.list_blobs(s._bucket, prefix=prefix, timeout=s.timeout,
-                                              retry=s._retry)
-            return sorted(str(blob.name) for blob in blobs)
-
-        names: list[str] = await s._call(f"listing gs://{s.bucket_name}/{prefix}", list_names)
-        return names
-
-    async def get(self, name: str) -> bytes | None:
-        from google.api_core import exceptions as gexc
-
-        s = self._storage
-
-        def download() -> bytes | None:
-            try:
-                body: bytes = s._bucket.blob(name).download_as_bytes(timeout=s.timeout,
-                                                                     retry=s._retry)
-                return body
-            except gexc.NotFound:
-                return None
-
-        body: bytes | None = await s._call(f"reading gs://{s.bucket_name}/{name}", download)
-        return body
-
-    async def put(self, name: str, data: bytes, content_type: str) -> None:
-        s = self._storage
-
-        def upload() -> None:
-            # create only: a retried upload of this new name never overwrites anything
-            s._bucket.blob(name).upload_from_string(
-                data, content_type=content_type, if_generation_match=0, timeout=s.timeout,
-                retry=s._retry)
-
-        await s._call(f"writing gs://{s.bucket_name}/{name}", upload)
-
-    async def remove(self, names: Sequence[str]) -> None:
-        from google.api_core import exceptions as gexc
-
-        s = self._storage
-        for name in names:
-            def delete(name: str = name) -> None:
-                try:
-                    s._bucket.blob(name).delete(timeout=s.timeout, retry=s._retry)
-                except gexc.NotFound:
-                    pass  # deleted already: the goal is reached
-
-            await s._call(f"deleting gs://{s.bucket_name}/{name}", delete)
 
 
 # --- S3 -------------------------------------------------------------------------------------
@@ -121,62 +65,8 @@ def _s3_versions(storage: Any) -> VersionStore:
     from ysync.storage.names import object_folder
 
     prefix = f"{VERSIONS_FOLDER}/"
-    return ObjectVersions(_S3Objects(storage),
+    return ObjectVersions(storage,
                           lambda room, docid: object_folder(prefix, room, docid))
-
-
-class _S3Objects(ObjectStore):
-    def __init__(self, storage: Any) -> None:
-        self._storage = storage
-
-    async def names(self, prefix: str) -> list[str]:
-        s = self._storage
-
-        def list_names() -> list[str]:
-            pages = s._client.get_paginator("list_objects_v2").paginate(Bucket=s.bucket,
-                                                                        Prefix=prefix)
-            return sorted(str(item["Key"]) for page in pages for item in page.get("Contents", ()))
-
-        names: list[str] = await s._call(f"listing s3://{s.bucket}/{prefix}", list_names)
-        return names
-
-    async def get(self, name: str) -> bytes | None:
-        from botocore.exceptions import ClientError  # type: ignore[import-untyped]
-
-        s = self._storage
-
-        def download() -> bytes | None:
-            try:
-                response = s._client.get_object(Bucket=s.bucket, Key=name)
-            except ClientError as exc:
-                if str(exc.response.get("Error", {}).get("Code", "")) in ("NoSuchKey", "404"):
-                    return None
-                raise
-            with response["Body"] as body:
-                return bytes(body.read())
-
-        body: bytes | None = await s._call(f"reading s3://{s.bucket}/{name}", download)
-        return body
-
-    async def put(self, name: str, data: bytes, content_type: str) -> None:
-        s = self._storage
-
-        def upload() -> None:
-            s._client.put_object(Bucket=s.bucket, Key=name, Body=data, ContentType=content_type)
-
-        await s._call(f"writing s3://{s.bucket}/{name}", upload)
-
-    async def remove(self, names: Sequence[str]) -> None:
-        s = self._storage
-
-        def delete() -> None:
-            s._client.delete_objects(Bucket=s.bucket, Delete={
-                "Objects": [{"Key": name} for name in names], "Quiet": True})
-
-        for start in range(0, len(names), 1000):  # S3 takes 1000 keys per request
-            batch = names[start:start + 1000]
-            if batch:
-                await s._call(f"deleting {len(batch)} versions in s3://{s.bucket}", delete)
 
 
 # --- PostgreSQL -----------------------------------------------------------------------------
