@@ -13,27 +13,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
-from ysync.streams import encode_uri_component, room_stream_key
+from ysync.streams import encode_uri_component
 
 from conftest import seconds
-from harness import NodeClients, running_server, wait_until
-from storage_fixtures import MotoS3, doc_json_of_v2, free_port, storage_env
+from outage_scenario import StorageOutage, run_outage_scenario
+from storage_fixtures import MotoS3, free_port, storage_env
 from storage_fixtures import moto_s3 as moto_s3  # noqa: F401 - fixture
-from test_worker_faults import Writers, first_id, last_id
-from worker_process import TIMING, WorkerProcess, run_worker_once
+from worker_process import TIMING
 
 pytestmark = [pytest.mark.anyio, pytest.mark.node]
 
 #: seconds for one storage call (``storage.timeout``): a silent S3 costs this per attempt
 STORAGE_TIMEOUT = 1.0
-#: the worker's log line of a failed task (workers/compactor.py)
-FAILED = "this worker retries it in"
 
 
 class S3Proxy:
@@ -124,93 +120,32 @@ async def test_s3_unavailable_during_a_worker_run(
     await proxy.start()
     bucket = moto_s3.new_bucket()
     storage = moto_s3.config(bucket, port=proxy.port)
-    env = {"REDIS": redis_url, "REDIS_PREFIX": prefix, **TIMING, **storage_env(storage),
-           "YSYNC_STORAGE_TIMEOUT": str(seconds(STORAGE_TIMEOUT)),
-           # retries 1 s apart (the backoff doubles from 2 s otherwise): the test stays short
-           "YSYNC_WORKER_RETRY_MAX": "1"}
-    room = f"s3-{outage}-{uuid.uuid4().hex[:8]}"
-    key = room_stream_key(prefix, room)
-    worker = WorkerProcess(env, tmp_path)
 
-    def snapshots() -> list[bytes]:
+    def snapshots(room: str) -> list[bytes]:
         """The room's stored snapshots, read from S3 itself (not through the proxy)."""
         objects = moto_s3.objects(bucket, f"{encode_uri_component(room)}/index/")
         return [body for _name, body in sorted(objects.items())]
 
+    async def take_down() -> None:
+        if outage == "refusing":
+            await proxy.refuse()
+        else:
+            proxy.silence()
+
+    def during_outage(room: str, lines: list[str], first_snapshot: bytes) -> None:
+        assert all(moto_s3.secret_key not in line for line in lines)
+        assert snapshots(room) == [first_snapshot]
+
+    scenario = StorageOutage(
+        name="S3",
+        env={"REDIS": redis_url, "REDIS_PREFIX": prefix, **TIMING, **storage_env(storage),
+             "YSYNC_STORAGE_TIMEOUT": str(seconds(STORAGE_TIMEOUT)),
+             # retries 1 s apart (the backoff doubles from 2 s otherwise): the test stays short
+             "YSYNC_WORKER_RETRY_MAX": "1"},
+        take_down=take_down, bring_back=proxy.restore, snapshots=snapshots,
+        failure_labels=("s3 storage: ", f"s3://{bucket}/"), during_outage=during_outage)
     try:
-        async with NodeClients(node_dir) as clients, running_server(env) as server:
-            writers = Writers(clients, server.url, room)
-            await writers.open()
-            await writers.write("a")
-            await worker.start()
-
-            async def persisted() -> bool:
-                return worker.count("compacted ") > 0 and len(snapshots()) == 1
-
-            await wait_until(persisted, 20, "the worker to persist the first items")
-            [first_snapshot] = snapshots()
-
-            failed = worker.count(FAILED)
-            if outage == "refusing":
-                await proxy.refuse()
-            else:
-                proxy.silence()
-            await writers.write("b")  # Redis carries on
-            start = await first_id(client, key)
-            assert start is not None
-
-            async def failing(more: int) -> bool:
-                return worker.count(FAILED) >= failed + more
-
-            await wait_until(lambda: failing(1), 20, "the worker to fail a compaction")
-            await writers.write("c")  # and on, while the worker keeps failing
-            length = await client.xlen(key)
-            await wait_until(lambda: failing(2), 20, "the worker to fail once more")
-            assert await first_id(client, key) == start  # nothing trimmed
-            assert await client.xlen(key) >= length  # (awareness renewals may add entries)
-            failures = [line for line in worker.lines if FAILED in line][failed:]
-            assert all(key in line and "s3 storage: " in line and f"s3://{bucket}/" in line
-                       for line in failures), failures
-            assert all(moto_s3.secret_key not in line for line in worker.lines)
-            assert worker.count("compacted ") == 1
-            assert snapshots() == [first_snapshot]
-
-            # a cron-style run meanwhile reports the outage with its exit status
-            code, log = await run_worker_once(env, tmp_path)
-            assert code == 1, log
-            assert "s3 storage: checking bucket" in log, log
-
-            # a client joining meanwhile is refused (1011), and y-websocket keeps retrying
-            await clients.open("joiner", server.url, room)
-
-            async def refused() -> bool:
-                return 1011 in clients.closes("joiner")
-
-            await wait_until(refused, 20, "the joining client to be refused with 1011")
-            assert await first_id(client, key) == start
-
-            before = await last_id(client, key)
-            await proxy.restore()
-
-            async def complete() -> bool:
-                after = await first_id(client, key)
-                stored = snapshots()
-                return (after is None or after.ms >= before.ms) and \
-                    len(stored) == 1 and stored != [first_snapshot]
-
-            await wait_until(complete, 20, "the worker to persist and trim after the outage")
-            [stored] = snapshots()
-            assert doc_json_of_v2(stored) == writers.expected_roots()
-            await writers.fresh_client_sees_everything("late")
-
-            async def joined() -> bool:
-                return await clients.get("joiner") == writers.expected()
-
-            await wait_until(joined, 20, "the refused client to join once S3 is back")
-        assert await worker.stop() == 0, "\n".join(worker.lines)
+        await run_outage_scenario(scenario, outage, tmp_path, prefix, node_dir, client)
     finally:
-        if worker.proc is not None and worker.proc.returncode is None:
-            worker.proc.kill()
-            await worker.proc.wait()
         with contextlib.suppress(OSError):
             await proxy.aclose()

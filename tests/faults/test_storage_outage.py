@@ -25,20 +25,17 @@ import redis.asyncio as aioredis
 from google.api_core.exceptions import NotFound
 
 from ysync.config import StorageConfig
-from ysync.streams import room_stream_key
 
 from conftest import seconds
-from harness import NodeClients, running_server, wait_until
-from storage_fixtures import GcsEmulator, doc_json_of_v2, free_port, raw_snapshots, storage_env
-from test_worker_faults import Writers, first_id, last_id
-from worker_process import TIMING, WorkerProcess, run_worker_once
+from harness import wait_until
+from outage_scenario import StorageOutage, run_outage_scenario
+from storage_fixtures import GcsEmulator, free_port, raw_snapshots, storage_env
+from worker_process import TIMING
 
 pytestmark = [pytest.mark.anyio, pytest.mark.node]
 
 #: seconds for one storage call (``storage.timeout``): a frozen emulator costs this per attempt
 STORAGE_TIMEOUT = 1.5
-#: the worker's log line of a failed task (workers/compactor.py)
-FAILED = "this worker retries it in"
 
 
 class EmulatorProcess:
@@ -111,94 +108,33 @@ async def test_gcs_unavailable_during_a_worker_run(
     gcs = GcsEmulator(emulator.host)
     storage = StorageConfig(kind="gcs", gcs_bucket=gcs.new_bucket(),
                             gcs_prefix=f"p-{uuid.uuid4().hex[:8]}")
-    env = {"REDIS": redis_url, "REDIS_PREFIX": prefix, **TIMING, **storage_env(storage),
-           "YSYNC_STORAGE_TIMEOUT": str(seconds(STORAGE_TIMEOUT))}
-    room = f"gcs-{outage}-{uuid.uuid4().hex[:8]}"
-    key = room_stream_key(prefix, room)
-    worker = WorkerProcess(env, tmp_path)
 
-    def snapshots() -> list[bytes] | None:
-        """The room's stored snapshots; None if one vanished between the listing and its
-        download (the worker deleting the snapshots it merged)."""
+    def snapshots(room: str) -> list[bytes] | None:
         try:
             return raw_snapshots(storage, room, "index", gcs)
-        except NotFound:
+        except NotFound:  # deleted by the worker between the listing and its download
             return None
 
+    async def take_down() -> None:
+        if outage == "killed":
+            await emulator.kill()
+        else:
+            emulator.freeze()
+
+    async def bring_back() -> None:
+        if outage == "killed":
+            await emulator.start()  # on its port, from its data directory
+        else:
+            emulator.thaw()
+
+    scenario = StorageOutage(
+        name="GCS",
+        env={"REDIS": redis_url, "REDIS_PREFIX": prefix, **TIMING, **storage_env(storage),
+             "YSYNC_STORAGE_TIMEOUT": str(seconds(STORAGE_TIMEOUT))},
+        take_down=take_down, bring_back=bring_back, snapshots=snapshots,
+        failure_labels=("gcs storage: ",), failures=3)
     try:
-        async with NodeClients(node_dir) as clients, running_server(env) as server:
-            writers = Writers(clients, server.url, room)
-            await writers.open()
-            await writers.write("a")
-            await worker.start()
-
-            async def persisted() -> bool:
-                return worker.count("compacted ") > 0 and len(snapshots() or ()) == 1
-
-            await wait_until(persisted, 20, "the worker to persist the first items")
-            [first_snapshot] = snapshots() or ()
-
-            failed = worker.count(FAILED)
-            if outage == "killed":
-                await emulator.kill()
-            else:
-                emulator.freeze()
-            await writers.write("b")  # Redis carries on
-            start = await first_id(client, key)
-            assert start is not None
-
-            async def failing(more: int) -> bool:
-                return worker.count(FAILED) >= failed + more
-
-            await wait_until(lambda: failing(1), 20, "the worker to fail a compaction")
-            await writers.write("c")  # and on, while the worker keeps failing
-            length = await client.xlen(key)
-            await wait_until(lambda: failing(3), 20, "the worker to fail two more compactions")
-            assert await first_id(client, key) == start  # nothing trimmed
-            assert await client.xlen(key) >= length  # (awareness renewals may add entries)
-            failures = [line for line in worker.lines if FAILED in line][failed:]
-            assert all(key in line and "gcs storage: " in line for line in failures), failures
-            assert worker.count("compacted ") == 1
-
-            # a cron-style run meanwhile reports the outage with its exit status
-            code, log = await run_worker_once(env, tmp_path)
-            assert code == 1, log
-            assert "gcs storage: checking bucket" in log, log
-
-            # a client joining meanwhile is refused (1011), and y-websocket keeps retrying
-            await clients.open("joiner", server.url, room)
-
-            async def refused() -> bool:
-                return 1011 in clients.closes("joiner")
-
-            await wait_until(refused, 20, "the joining client to be refused with 1011")
-            assert await first_id(client, key) == start
-
-            before = await last_id(client, key)
-            if outage == "killed":
-                await emulator.start()  # on its port, from its data directory
-            else:
-                emulator.thaw()
-
-            async def complete() -> bool:
-                after = await first_id(client, key)
-                stored = snapshots()
-                return (after is None or after.ms >= before.ms) and \
-                    stored is not None and len(stored) == 1 and stored != [first_snapshot]
-
-            await wait_until(complete, 20, "the worker to persist and trim after the outage")
-            [stored] = snapshots() or ()
-            assert doc_json_of_v2(stored) == writers.expected_roots()
-            await writers.fresh_client_sees_everything("late")
-
-            async def joined() -> bool:
-                return await clients.get("joiner") == writers.expected()
-
-            await wait_until(joined, 20, "the refused client to join once GCS is back")
-        assert await worker.stop() == 0, "\n".join(worker.lines)
+        await run_outage_scenario(scenario, outage, tmp_path, prefix, node_dir, client)
     finally:
-        if worker.proc is not None and worker.proc.returncode is None:
-            worker.proc.kill()
-            await worker.proc.wait()
         with contextlib.suppress(ProcessLookupError):
             await emulator.aclose()
