@@ -581,9 +581,19 @@ class Cluster:
         self.redis_url = f"redis://{LOOPBACK}:{port}/0"
         await self._wait_redis(self.redis)
 
+    def _redis_client(self, *, timeout: float) -> aioredis.Redis:
+        """A client of the cluster's Redis with the TLS settings (redis.tls_*) its ysync
+        processes get from the environment, for a rediss:// --redis."""
+        from ysync.config import load_config
+        from ysync.redis_clients import redis_client
+
+        env = self._ysync_env()
+        config = load_config(env.get("YSYNC_CONFIG") or os.devnull, environ=env)
+        return redis_client(self.redis_url, config, socket_timeout=timeout,
+                            socket_connect_timeout=timeout)
+
     async def _wait_redis(self, child: Child | None) -> None:
-        client = aioredis.Redis.from_url(self.redis_url, socket_timeout=2,
-                                         socket_connect_timeout=2)
+        client = self._redis_client(timeout=2)
         deadline = time.monotonic() + self._t(15)
         last: Exception | None = None
         try:
@@ -612,7 +622,7 @@ class Cluster:
                             self.workdir)
         await self.worker.spawn()
         # ready once it announced its storage in Redis (the same check as the servers')
-        client = aioredis.Redis.from_url(self.redis_url, socket_timeout=5)
+        client = self._redis_client(timeout=5)
         deadline = time.monotonic() + self._t(30)
         try:
             while not await self._worker_announced(client, announce_key(self.prefix)):

@@ -28,6 +28,7 @@ from ysync.config import Config, load_config
 from ysync.errors import ConfigError, YsyncError
 from ysync.logs import configure
 from ysync.metrics import CONTENT_TYPE
+from ysync.redis_clients import redis_client
 from ysync.storage.factory import open_storage
 from ysync.storage.fingerprint import ROLE_WORKER, announced_storage
 
@@ -77,9 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 async def run_worker(config: Config, *, once: bool, consumer: str | None = None,
                      metrics_host: str = "0.0.0.0") -> int:
     """Run the worker until done (``once``) or a signal; return the exit status."""
-    client = aioredis.Redis.from_url(
-        config.redis.url, socket_timeout=config.redis.timeout,
-        socket_connect_timeout=config.redis.timeout)
+    client = redis_client(config.redis.url, config)
     try:
         # refused (ConfigError) when a live server or worker of the prefix uses another storage
         async with announced_storage(config, config.redis.url, ROLE_WORKER) as announcer, \

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import ssl
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -81,7 +82,8 @@ class ServerConfig:
 @dataclass(frozen=True, slots=True)
 class RedisConfig:
     url: str = _setting("", env=("REDIS",),
-                        help="redis:// URL; empty runs an embedded redis-server",
+                        help="redis://, rediss:// (TLS: redis.tls_*) or unix:// URL; empty "
+                             "runs an embedded redis-server",
                         alias_env=("REDIS_URL",))
     prefix: str = _setting("y", env=("REDIS_PREFIX",), help="key prefix shared with y-redis")
     task_debounce: int = _setting(10_000, env=("REDIS_TASK_DEBOUNCE",), minimum=0,
@@ -100,6 +102,16 @@ class RedisConfig:
     max_connections: int = _setting(32, minimum=2, maximum=10_000,
                                     help="pooled Redis connections per process (commands wait "
                                          "for a free one); the stream reader has its own")
+    # TLS (a rediss:// url)
+    tls_ca_file: str = _setting("", help="PEM file of the CA certificates that sign the Redis "
+                                         "server's certificate (empty: the system's CAs)")
+    tls_cert_file: str = _setting("", help="PEM client certificate, for a Redis that requires "
+                                           "one (tls-auth-clients); may hold the key too")
+    tls_key_file: str = _setting("", help="PEM private key of tls_cert_file (unencrypted)")
+    tls_verify: str = _setting("full", choices=("full", "ca", "none"),
+                               help="full: the certificate chains to a trusted CA and names "
+                                    "the URL's host; ca: the chain only; none: no check "
+                                    "(insecure)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -549,6 +561,9 @@ def load_config(
     if sections["storage"].kind == "auto" and sections["storage"].s3_endpoint and \
             sections["storage"].postgres:
         warnings += (S3_OVER_POSTGRES_WARNING,)
+    if sections["redis"].tls_verify == "none" and sections["redis"].url.startswith("rediss://"):
+        warnings += ("redis.tls_verify is none: the Redis server's certificate is not checked, "
+                     "so anyone on the path can read and change every document",)
     config = Config(**sections, warnings=warnings)
     _check_consistency(config)
     return config
@@ -565,6 +580,7 @@ def _check_consistency(config: Config) -> None:
     if config.redis.url and not config.redis.url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"setting redis.url: expected redis://, rediss:// or unix://, "
                           f"got {redact_url(config.redis.url)!r}")
+    _check_redis_tls(config.redis)
     if not config.redis.prefix or ":room:" in config.redis.prefix:
         raise ConfigError(f"setting redis.prefix: must be non-empty and not contain ':room:', "
                           f"got {config.redis.prefix!r}")
@@ -591,6 +607,56 @@ def _check_consistency(config: Config) -> None:
     ):
         raise ConfigError(f"setting worker.update_callback: expected an http(s) URL, got "
                           f"{redact_url(config.worker.update_callback)!r}")
+
+
+_TLS_FILES = ("tls_ca_file", "tls_cert_file", "tls_key_file")
+
+
+def _check_redis_tls(redis: RedisConfig) -> None:
+    """Refuse TLS settings without a rediss:// URL, and files that cannot be loaded (named by
+    setting and path; a key's contents are never shown, ssl's messages do not hold them)."""
+    given = [f"redis.{key}" for key in _TLS_FILES if getattr(redis, key)]
+    if redis.tls_verify != "full":
+        given.append("redis.tls_verify")
+    if not given:
+        return
+    if not redis.url.startswith("rediss://"):
+        shown = repr(redact_url(redis.url)) if redis.url else "empty (the embedded Redis)"
+        raise ConfigError(f"setting {given[0]} ({_env_name('redis', given[0][6:])}): TLS needs "
+                          f"a rediss:// redis.url (REDIS), got {shown}")
+    for key in _TLS_FILES:
+        path = getattr(redis, key)
+        if path and not os.path.isfile(path):
+            reason = "not a file" if os.path.exists(path) else "no such file"
+            raise ConfigError(f"setting redis.{key} ({_env_name('redis', key)}): {reason}: "
+                              f"{path!r}")
+    if redis.tls_key_file and not redis.tls_cert_file:
+        raise ConfigError("setting redis.tls_cert_file (YSYNC_REDIS_TLS_CERT_FILE): required "
+                          "when redis.tls_key_file is set")
+    context = ssl.create_default_context()
+    key = "tls_ca_file"
+    try:
+        if redis.tls_ca_file:
+            context.load_verify_locations(cafile=redis.tls_ca_file)
+        key = "tls_cert_file"
+        if redis.tls_cert_file:
+            context.load_cert_chain(redis.tls_cert_file, redis.tls_key_file or None,
+                                    password=_no_key_password)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        what = f"setting redis.{key} ({_env_name('redis', key)})"
+        if key == "tls_cert_file" and redis.tls_key_file:
+            what = ("settings redis.tls_cert_file and redis.tls_key_file (YSYNC_REDIS_TLS_"
+                    "CERT_FILE, YSYNC_REDIS_TLS_KEY_FILE)")
+        raise ConfigError(f"{what}: cannot load {getattr(redis, key)!r}: {exc}") from exc
+
+
+def _no_key_password() -> str:
+    # called only for an encrypted key: fail instead of prompting on the terminal
+    raise ValueError("the private key is encrypted; give an unencrypted key file")
+
+
+def _env_name(section: str, key: str) -> str:
+    return f"YSYNC_{section.upper()}_{key.upper()}"
 
 
 def _check_s3(storage: StorageConfig) -> None:

@@ -12,6 +12,7 @@ import redis.exceptions as redis_errors
 from ysync.config import Config
 from ysync.docs import load_doc
 from ysync.errors import BusError, ConfigError, UpdateFormatError
+from ysync.redis_clients import redis_client
 from ysync.storage.base import Storage
 from ysync.storage.factory import open_storage
 from ysync.streams import INDEX_DOC
@@ -32,8 +33,7 @@ async def show_doc(config: Config, room: str, docid: str = INDEX_DOC, *,
     if client is None:
         if not config.redis.url:
             raise ConfigError("setting redis.url (REDIS): required to read a document")
-        client = aioredis.Redis.from_url(config.redis.url, socket_timeout=config.redis.timeout,
-                                         socket_connect_timeout=config.redis.timeout)
+        client = redis_client(config.redis.url, config)
     try:
         if storage is not None:
             loaded = await load_doc(client, storage, config.redis.prefix, room, docid)

@@ -77,6 +77,7 @@ from ysync.protocol import (
     encode_sync_step1,
     is_valid_update,
 )
+from ysync.redis_clients import redis_client, redis_pool
 from ysync.rooms import DocLoader, JoinDoc
 from ysync.storage.base import Storage
 from ysync.streams import ensure_worker_group, room_stream_key
@@ -495,15 +496,9 @@ def _unavailable(exc: YsyncError) -> str:
 def _redis_client(url: str, config: Config, *, blocking: bool = False) -> aioredis.Redis:
     timeout = config.redis.timeout + (config.redis.read_block / 1000 if blocking else 0)
     if blocking:
-        return aioredis.Redis.from_url(url, socket_timeout=timeout,
-                                       socket_connect_timeout=config.redis.timeout,
-                                       single_connection_client=True, health_check_interval=30)
-    # a bounded pool that makes a burst wait for a connection (up to the command timeout)
-    # instead of failing with "Too many connections"
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=config.redis.max_connections, timeout=config.redis.timeout,
-        socket_timeout=timeout, socket_connect_timeout=config.redis.timeout,
-        health_check_interval=30)
+        return redis_client(url, config, socket_timeout=timeout, single_connection_client=True,
+                            health_check_interval=30)
+    pool = redis_pool(url, config, health_check_interval=30)
     return aioredis.Redis(connection_pool=pool, auto_close_connection_pool=True)
 
 

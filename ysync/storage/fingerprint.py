@@ -46,6 +46,7 @@ import redis.exceptions as redis_errors
 
 from ysync.config import Config, redact_url
 from ysync.errors import BusError, ConfigError, StorageError
+from ysync.redis_clients import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -301,7 +302,7 @@ async def announce(client: aioredis.Redis, prefix: str, own: Announcement, *,
                 except redis_errors.WatchError:
                     continue  # another process announced meanwhile: look again
     except (redis_errors.RedisError, OSError) as exc:
-        raise BusError(f"announcing the storage in {key} failed: {exc}") from exc
+        raise BusError(f"announcing the storage in Redis ({key}) failed: {exc}") from exc
     raise BusError(f"announcing the storage in {key}: {_TRANSACTION_ATTEMPTS} attempts lost "
                    f"to concurrent announcements")
 
@@ -387,8 +388,7 @@ async def announced_storage(config: Config, redis_url: str, role: str, *,
                                                        folder_id=folder_id),
                        host, os.getpid())
     prefix = config.redis.prefix
-    client = aioredis.Redis.from_url(redis_url, socket_timeout=config.redis.timeout,
-                                     socket_connect_timeout=config.redis.timeout)
+    client = redis_client(redis_url, config)
     try:
         try:
             with anyio.fail_after(config.redis.timeout):
