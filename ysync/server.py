@@ -23,6 +23,7 @@ import functools
 import logging
 import random
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -134,7 +135,11 @@ class SyncHandler:
         self._loader = loader
         self._gate = gate
         self._appender = appender
-        self._grants: dict[ServerConnection, tuple[Grant, int]] = {}  # and when it arrived
+        # and when it arrived; weak: websockets may refuse the handshake after process_request
+        # admitted it (a bad Sec-WebSocket-Key, a client gone, 503 while stopping), and then
+        # handle() never pops the entry, which would keep the connection alive for ever
+        self._grants: weakref.WeakKeyDictionary[ServerConnection, tuple[Grant, int]] = \
+            weakref.WeakKeyDictionary()
         self.connections: set[Connection] = set()
         metrics.bind_gauges(lambda: len(self.connections), lambda: len(bus.rooms),
                             lambda: sum(c.queued_bytes for c in self.connections))
@@ -499,7 +504,7 @@ def _redis_client(url: str, config: Config, *, blocking: bool = False) -> aiored
         return redis_client(url, config, socket_timeout=timeout, single_connection_client=True,
                             health_check_interval=30)
     pool = redis_pool(url, config, health_check_interval=30)
-    return aioredis.Redis(connection_pool=pool, auto_close_connection_pool=True)
+    return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 
 
 @asynccontextmanager
