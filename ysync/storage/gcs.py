@@ -17,7 +17,7 @@ blocks, so every call runs in a worker thread under a timeout.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import anyio
@@ -74,6 +74,7 @@ class GcsStorage(ObjectStorage):
     """Snapshots in a GCS bucket. Create it with :meth:`open`."""
 
     label = "gcs storage"
+    errors = _ERRORS
 
     def __init__(self, client: gcs.Client, bucket: str, prefix: str = "", *,
                  timeout: float = 30.0) -> None:
@@ -116,16 +117,6 @@ class GcsStorage(ObjectStorage):
             await store.aclose()
             raise StorageError(f"gcs storage: bucket {bucket!r} does not exist")
         return store
-
-    async def _call(self, what: str, func: Callable[[], T]) -> T:
-        try:
-            with anyio.fail_after(self.timeout):
-                return await anyio.to_thread.run_sync(func, abandon_on_cancel=True,
-                                                      limiter=self._limiter)
-        except TimeoutError as exc:
-            raise StorageError(f"gcs storage: {what} timed out after {self.timeout} s") from exc
-        except _ERRORS as exc:
-            raise StorageError(f"gcs storage: {what} failed: {exc}") from exc
 
     def where(self, name: str = "") -> str:
         return f"gs://{self.bucket_name}/{name}"

@@ -20,6 +20,7 @@ from functools import partial
 from typing import TypeVar
 
 import anyio
+import anyio.to_thread
 
 from ysync.errors import StorageError
 from ysync.storage.base import Storage, StoredDoc, merge_snapshots
@@ -59,10 +60,23 @@ class ObjectStorage(Storage, ObjectStore):
 
     #: how messages name the backend ("gcs storage")
     label = "object storage"
+    #: what the backend's client raises when a call fails (then StorageError)
+    errors: tuple[type[Exception], ...] = (OSError,)
+    #: seconds for one call
+    timeout: float
+    #: how many blocking calls run at once (in threads)
+    _limiter: anyio.CapacityLimiter
 
-    @abstractmethod
     async def _call(self, what: str, func: Callable[[], T]) -> T:
         """``func()`` in a thread under the call timeout; StorageError naming ``what``."""
+        try:
+            with anyio.fail_after(self.timeout):
+                return await anyio.to_thread.run_sync(func, abandon_on_cancel=True,
+                                                      limiter=self._limiter)
+        except TimeoutError as exc:
+            raise StorageError(f"{self.label}: {what} timed out after {self.timeout} s") from exc
+        except self.errors as exc:
+            raise StorageError(f"{self.label}: {what} failed: {exc}") from exc
 
     @abstractmethod
     def where(self, name: str = "") -> str:

@@ -23,7 +23,7 @@ wait for data) end at about the same time, so no abandoned thread lingers long.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import Any, TypeVar
 
@@ -82,6 +82,7 @@ class S3Storage(ObjectStorage):
     """Snapshots in an S3 bucket. Create it with :meth:`open`."""
 
     label = "s3 storage"
+    errors = _ERRORS
 
     def __init__(self, client: Any, bucket: str, endpoint_url: str, *,
                  timeout: float = 30.0) -> None:
@@ -120,16 +121,6 @@ class S3Storage(ObjectStorage):
             await store.aclose()
             raise
         return store
-
-    async def _call(self, what: str, func: Callable[[], T]) -> T:
-        try:
-            with anyio.fail_after(self.timeout):
-                return await anyio.to_thread.run_sync(func, abandon_on_cancel=True,
-                                                      limiter=self._limiter)
-        except TimeoutError as exc:
-            raise StorageError(f"s3 storage: {what} timed out after {self.timeout} s") from exc
-        except _ERRORS as exc:
-            raise StorageError(f"s3 storage: {what} failed: {exc}") from exc
 
     def where(self, name: str = "") -> str:
         return f"s3://{self.bucket}/{name} at {self.endpoint_url}"
