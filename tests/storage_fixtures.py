@@ -17,13 +17,14 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ysync.config import Config, RedisConfig, StorageConfig, WorkerConfig
+from ysync.storage.base import Storage
 
 from conftest import seconds
 
@@ -499,3 +500,19 @@ def node_merge(node_dir: Path, snapshots: list[bytes], roots: dict[str, str]) ->
     assert proc.returncode == 0, proc.stderr.decode()
     result: dict[str, Any] = json.loads(proc.stdout)
     return result
+
+
+@pytest.fixture(params=BACKENDS)
+async def any_storage(request: pytest.FixtureRequest,
+                      tmp_path: Path) -> AsyncIterator[Storage]:
+    """Each storage backend in turn, opened as the server opens it (``open_storage``)."""
+    from ysync.storage.factory import open_storage
+
+    config = make_config(storage=storage_config(request.param, request, tmp_path))
+    async with open_storage(config) as opened:
+        yield opened
+
+
+def unique_room() -> str:
+    """A room name of its own, with the characters that storages must encode."""
+    return f"room {uuid.uuid4().hex[:8]} é/%:."

@@ -135,8 +135,7 @@ class Appender:
 
     async def _round_trip(self, batch: list[tuple[str, bytes, asyncio.Future[None]]]
                           ) -> list[object]:
-        """Send the batch's EVALSHAs in one write and read their replies (an error reply is
-        returned as its exception; the connection stays in step)."""
+        """Send the batch's EVALSHAs in one write and read their replies."""
         if self._connection is None:
             pool = self._client.connection_pool
             self._connection = await pool.get_connection()  # type: ignore[no-untyped-call]
@@ -148,38 +147,39 @@ class Appender:
             parts += (head, b"$%d\r\n" % len(key), key, b"\r\n$%d\r\n" % len(message), message,
                       b"\r\n")
         command = b"".join(parts)
-        for attempt in (1, 2):
-            try:
-                await connection.send_packed_command(command, check_health=False)
-                results: list[object] = []
-                for _ in batch:
-                    try:
-                        results.append(await connection.read_response())
-                    except redis_errors.ResponseError as exc:  # this append's reply: go on
-                        results.append(exc)
-                return results
-            except (redis_errors.ConnectionError, OSError) as exc:
-                # the connection broke while idle (Redis restarted, a proxy cut it): try once
-                # on a new one, as redis-py's own retry does. Appending an update or an
-                # awareness message twice changes nothing a client sees.
-                with anyio.CancelScope(shield=True):
-                    await connection.disconnect()
-                if attempt == 2:
-                    raise
-                log.debug("appender connection broke (%s); sending again", exc)
-            except BaseException:
-                # a timed out or cancelled batch leaves the connection in an unknown state:
-                # close it (it connects again on the next send)
-                with anyio.CancelScope(shield=True):
-                    await connection.disconnect()
-                raise
-        raise AssertionError("unreachable")
+        try:
+            return await _send_and_read(connection, command, len(batch))
+        except (redis_errors.ConnectionError, OSError) as exc:
+            # the connection broke while idle (Redis restarted, a proxy cut it): try once on a
+            # new one, as redis-py's own retry does. Appending an update or an awareness
+            # message twice changes nothing a client sees.
+            log.debug("appender connection broke (%s); sending again", exc)
+        return await _send_and_read(connection, command, len(batch))
 
     async def aclose(self) -> None:
         """Give the appender's connection back to the pool."""
         if self._connection is not None:
             connection, self._connection = self._connection, None
             await self._client.connection_pool.release(connection)
+
+
+async def _send_and_read(connection: Any, command: bytes, replies: int) -> list[object]:
+    """Write ``command`` and read ``replies`` replies (an error reply is returned as its
+    exception: the connection stays in step). Any failure closes the connection, whose state
+    is then unknown; it connects again on the next send."""
+    try:
+        await connection.send_packed_command(command, check_health=False)
+        results: list[object] = []
+        for _ in range(replies):
+            try:
+                results.append(await connection.read_response())
+            except redis_errors.ResponseError as exc:  # this append's reply: go on
+                results.append(exc)
+        return results
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await connection.disconnect()
+        raise
 
 
 def _no_script(result: object) -> bool:

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterator
-from typing import Any
 
-from ysync.updates.lib0 import js_from_utf16, js_to_str
+from ysync.updates.gc import head
+from ysync.updates.lib0 import js_to_str
 from ysync.updates.merge import slice_block
-from ysync.updates.structs import ANY, DELETED, GC, ID, JSON, SKIP, STRING, TYPE, Struct, Update
+from ysync.updates.structs import DELETED, GC, ID, SKIP, TYPE, Struct, Update
 
 #: A shared type: a root type's name, or the id of the item that holds a nested type.
 TypeKey = str | ID
@@ -133,37 +133,6 @@ def cut_points(update: Update, into: Cuts) -> Cuts:
             points.add(ranges[i])
             points.add(ranges[i] + ranges[i + 1])
     return into
-
-
-def _utf16(text: Any) -> bytes:
-    if isinstance(text, bytes):
-        return text.decode("utf-8").encode("utf-16-le")
-    encoded: bytes = text.encode("utf-16-le", "surrogatepass")
-    return encoded
-
-
-def head(struct: Struct, client: int, clock: int, n: int) -> Struct:
-    """The first ``n`` units of a struct at ``(client, clock)`` (``splice``'s left side: a cut
-    surrogate pair leaves U+FFFD, as in Yjs)."""
-    ref = struct[0]
-    if ref == GC or ref == SKIP:
-        return (ref, n)
-    _, length, origin, right_origin, parent, parent_sub, content = struct
-    if ref == DELETED:
-        left: Any = None
-    elif ref == JSON:
-        left = content[:n]
-    elif ref == ANY:
-        tail = slice_block([client, clock, length, struct], n)[3][6]
-        left = content[: len(content) - len(tail)]
-    elif ref == STRING:
-        units = _utf16(content)[: n * 2]
-        if 0xD800 <= int.from_bytes(units[-2:], "little") <= 0xDBFF:
-            units = units[:-2] + "\ufffd".encode("utf-16-le")
-        left = js_from_utf16(units)
-    else:
-        raise ValueError(f"content {ref} of length one cannot be cut")
-    return (ref, n, origin, right_origin, parent, parent_sub, left)
 
 
 def content_of(first: Node, end: int) -> Struct:

@@ -401,11 +401,14 @@ class SyncHandler:
         cutoff = max(current_time_ms(), at_ms or 0)
         return self.apply_revocations([Revocation(room, user_id, cutoff)])
 
-    def apply_revocations(self, records: Sequence[Revocation]) -> int:
-        """Revoke the open connections that the records revoke (:mod:`ysync.control`)."""
+    def apply_revocations(self, records: Sequence[Revocation],
+                          among: Sequence[Connection] | None = None) -> int:
+        """Revoke the open connections (of ``among`` only, if given) that the records revoke
+        (:mod:`ysync.control`)."""
         if not records:
             return 0
-        revoked = revoked_connections(records, [c for c in self.connections if not c.closing])
+        candidates = self.connections if among is None else among
+        revoked = revoked_connections(records, [c for c in candidates if not c.closing])
         for conn in revoked:
             log.info("room %s: connection of user %r revoked by a kick", conn.room,
                      conn.user_id)
@@ -425,10 +428,7 @@ class SyncHandler:
             return False
         # this connection only: looking at every open one for each new one would make a crowd
         # of connections cost the square of its size (the sweep covers the others)
-        for revoked in revoked_connections(records, [conn]) if records else ():
-            log.info("room %s: connection of user %r revoked by a kick", revoked.room,
-                     revoked.user_id)
-            self.revoke(revoked)
+        self.apply_revocations(records, among=[conn])
         return not conn.closing
 
     async def sweep_revocations(self) -> None:

@@ -4,8 +4,6 @@ S3)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pycrdt
@@ -13,14 +11,14 @@ import pytest
 
 from ysync.protocol import read_var_uint
 from ysync.storage.base import Storage
-from ysync.storage.factory import open_storage
 from ysync.streams import encode_uri_component
 from ysync.updates import v1_to_v2, v2_to_v1
 
-from storage_fixtures import BACKENDS, make_config, storage_config
+from storage_fixtures import any_storage as any_storage  # noqa: F401 - fixture
 from storage_fixtures import gcs_emulator as gcs_emulator  # noqa: F401 - fixture
 from storage_fixtures import moto_s3 as moto_s3  # noqa: F401 - fixture
 from storage_fixtures import postgres_url as postgres_url  # noqa: F401 - fixture
+from storage_fixtures import unique_room
 
 pytestmark = pytest.mark.anyio
 
@@ -49,15 +47,12 @@ def text_of(update_v2: bytes, name: str) -> str:
     return str(doc.get(name, type=pycrdt.Text))
 
 
-@pytest.fixture(params=BACKENDS)
-async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
-    config = make_config(storage=storage_config(request.param, request, tmp_path))
-    async with open_storage(config) as opened:
-        yield opened
+@pytest.fixture
+def storage(any_storage: Storage) -> Storage:
+    return any_storage
 
 
-def room_name() -> str:
-    return f"room {uuid.uuid4().hex[:8]} é/%:."
+room_name = unique_room
 
 
 async def test_nothing_stored(storage: Storage) -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,6 @@ import pytest
 from workers.history import record_version
 from ysync.config import HistoryConfig
 from ysync.storage.base import Storage
-from ysync.storage.factory import open_storage
 from ysync.storage.versions import (
     VERSIONS_FOLDER,
     FilesystemVersions,
@@ -28,8 +25,9 @@ from ysync.storage.versions import (
 )
 from ysync.updates import state_vector_from_v2, v1_to_v2
 
-from storage_fixtures import BACKENDS, make_config, storage_config
+from storage_fixtures import any_storage as any_storage  # noqa: F401 - fixture
 from storage_fixtures import gcs_emulator as gcs_emulator  # noqa: F401 - fixture
+from storage_fixtures import make_config, unique_room
 from storage_fixtures import moto_s3 as moto_s3  # noqa: F401 - fixture
 from storage_fixtures import postgres_url as postgres_url  # noqa: F401 - fixture
 
@@ -42,15 +40,12 @@ def snapshot(client_id: int, text: str) -> bytes:
     return v1_to_v2(doc.get_update())
 
 
-@pytest.fixture(params=BACKENDS)
-async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
-    config = make_config(storage=storage_config(request.param, request, tmp_path))
-    async with open_storage(config) as opened:
-        yield opened
+@pytest.fixture
+def storage(any_storage: Storage) -> Storage:
+    return any_storage
 
 
-def room_name() -> str:
-    return f"room {uuid.uuid4().hex[:8]} é/%:."
+room_name = unique_room
 
 
 async def test_versions_are_stored_listed_read_and_deleted(storage: Storage) -> None:

@@ -79,6 +79,18 @@ def _remove_stale_temp_files(folder: Path) -> None:
                 continue
 
 
+async def run_in_thread(label: str, seconds: float, what: str, func: Callable[[], T]) -> T:
+    """``func()`` (blocking file I/O) in a thread within ``seconds``; a timeout or an
+    OSError becomes StorageError naming ``label`` and ``what``."""
+    try:
+        with anyio.fail_after(seconds):
+            return await anyio.to_thread.run_sync(func, abandon_on_cancel=True)
+    except TimeoutError as exc:
+        raise StorageError(f"{label}: {what} timed out after {seconds} s") from exc
+    except OSError as exc:
+        raise StorageError(f"{label}: {what} failed: {exc}") from exc
+
+
 class FilesystemStorage(Storage):
     """Snapshots as files under ``root`` (created if missing). Blocking I/O runs in threads."""
 
@@ -93,14 +105,7 @@ class FilesystemStorage(Storage):
         return f"{folder_name(room)}/{folder_name(docid)}/{name}"
 
     async def _run(self, what: str, func: Callable[[], T]) -> T:
-        try:
-            with anyio.fail_after(self.timeout):
-                return await anyio.to_thread.run_sync(func, abandon_on_cancel=True)
-        except TimeoutError as exc:
-            raise StorageError(f"filesystem storage: {what} timed out after "
-                               f"{self.timeout} s") from exc
-        except OSError as exc:
-            raise StorageError(f"filesystem storage: {what} failed: {exc}") from exc
+        return await run_in_thread("filesystem storage", self.timeout, what, func)
 
     async def check(self) -> None:
         def probe() -> None:

@@ -41,7 +41,7 @@ import anyio.to_thread
 
 from ysync.errors import StorageError
 from ysync.storage.base import Storage
-from ysync.storage.filesystem import FilesystemStorage, folder_name
+from ysync.storage.filesystem import FilesystemStorage, folder_name, run_in_thread
 from ysync.storage.memory import MemoryStorage
 from ysync.storage.objects import ObjectStore
 
@@ -163,14 +163,7 @@ class FilesystemVersions(VersionStore):
         return self.root / folder_name(room) / folder_name(docid)
 
     async def _run(self, what: str, func: Callable[[], T]) -> T:
-        try:
-            with anyio.fail_after(self.timeout):
-                return await anyio.to_thread.run_sync(func, abandon_on_cancel=True)
-        except TimeoutError as exc:
-            raise StorageError(f"filesystem versions: {what} timed out after "
-                               f"{self.timeout} s") from exc
-        except OSError as exc:
-            raise StorageError(f"filesystem versions: {what} failed: {exc}") from exc
+        return await run_in_thread("filesystem versions", self.timeout, what, func)
 
     async def add(self, room: str, docid: str, version: Version, update_v2: bytes) -> None:
         folder = self._folder(room, docid)

@@ -70,9 +70,13 @@ class _Client:
         return i
 
 
-def _head(struct: Struct, client: int, clock: int, n: int) -> Struct:
-    """The first ``n`` units of an item (``AbstractContent.splice``'s left side)."""
-    ref, length, origin, right_origin, parent, parent_sub, content = struct
+def head(struct: Struct, client: int, clock: int, n: int) -> Struct:
+    """The first ``n`` units of a struct at ``(client, clock)`` (``AbstractContent.splice``'s
+    left side: a cut surrogate pair leaves U+FFFD, as in Yjs). Also used by ysync.doctree."""
+    ref = struct[0]
+    if ref == GC or ref == SKIP:
+        return (ref, n)
+    _, length, origin, right_origin, parent, parent_sub, content = struct
     if ref == DELETED:
         left: Any = None
     elif ref == JSON:
@@ -80,11 +84,13 @@ def _head(struct: Struct, client: int, clock: int, n: int) -> Struct:
     elif ref == ANY:
         tail = slice_block([client, clock, length, struct], n)[3][6]
         left = content[: len(content) - len(tail)]
-    else:  # STRING: a cut surrogate pair leaves U+FFFD on both sides, as in Yjs
+    elif ref == STRING:
         units = _utf16(content)[: n * 2]
         if 0xD800 <= int.from_bytes(units[-2:], "little") <= 0xDBFF:
             units = units[:-2] + "\ufffd".encode("utf-16-le")
         left = js_from_utf16(units)
+    else:
+        raise ValueError(f"content {ref} of length one cannot be cut")
     return (ref, n, origin, right_origin, parent, parent_sub, left)
 
 
@@ -112,7 +118,7 @@ def _split_at_deletions(entry: _Client, ranges: list[int]) -> None:
         rest = struct
         for cut in cuts[first:bisect_right(cuts, end - 1)]:
             clocks.append(start)
-            structs.append(_head(rest, entry.client, start, cut - start))
+            structs.append(head(rest, entry.client, start, cut - start))
             rest = slice_block([entry.client, start, rest[1], rest], cut - start)[3]
             start = cut
         clocks.append(start)
