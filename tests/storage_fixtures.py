@@ -440,10 +440,10 @@ async def append_updates(client: Any, prefix: str, key: str, updates: list[bytes
     """Append updates to a room stream as the server does (``00 02 <update>``); the worker
     group is created first, as the server does at start-up."""
     from ysync.protocol import encode_sync_update
-    from ysync.streams import Scripts, ensure_worker_group
+    from ysync.streams import Layout, Scripts, ensure_worker_group, worker_stream_key
 
-    await ensure_worker_group(client, prefix)
-    scripts = Scripts(client, prefix)
+    await ensure_worker_group(client, worker_stream_key(prefix))
+    scripts = Scripts(client, Layout(prefix))
     for update in updates:
         await scripts.append(key, encode_sync_update(update))
 

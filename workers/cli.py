@@ -28,7 +28,9 @@ from ysync.config import Config, load_config
 from ysync.errors import ConfigError, YsyncError
 from ysync.logs import configure
 from ysync.metrics import CONTENT_TYPE
-from ysync.redis_clients import redis_client
+from ysync.redis_clients import RedisClient, any_redis_client
+from ysync.sentinel import is_sentinel_url
+from ysync.sentinel_pool import follow_master
 from ysync.storage.factory import open_storage
 from ysync.storage.fingerprint import ROLE_WORKER, announced_storage
 
@@ -78,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 async def run_worker(config: Config, *, once: bool, consumer: str | None = None,
                      metrics_host: str = "0.0.0.0") -> int:
     """Run the worker until done (``once``) or a signal; return the exit status."""
-    client = redis_client(config.redis.url, config)
+    client = any_redis_client(config.redis.url, config)
     try:
         # refused (ConfigError) when a live server or worker of the prefix uses another storage
         async with announced_storage(config, config.redis.url, ROLE_WORKER) as announcer, \
@@ -88,6 +90,8 @@ async def run_worker(config: Config, *, once: bool, consumer: str | None = None,
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_stop_on_signal, worker, tg.cancel_scope)
                 tg.start_soon(announcer.keep_fresh)
+                if is_sentinel_url(config.redis.url) and isinstance(client, aioredis.Redis):
+                    tg.start_soon(follow_master, [client])  # to a new master at once
                 if config.worker.metrics_port:
                     http = WorkerHttp(worker.metrics.render, CONTENT_TYPE,
                                       functools.partial(_redis_problem, client, config))
@@ -105,7 +109,7 @@ async def run_worker(config: Config, *, once: bool, consumer: str | None = None,
     return 1 if once and worker.failures else 0
 
 
-async def _redis_problem(client: aioredis.Redis, config: Config) -> str | None:
+async def _redis_problem(client: RedisClient, config: Config) -> str | None:
     try:
         with anyio.fail_after(config.redis.timeout):
             await client.ping()

@@ -1,15 +1,18 @@
 """The compaction worker (docs/protocol.md, y-redis ``src/api.js`` ``consumeWorkerQueue``).
 
-Each room stream has one task in the worker queue ``<prefix>:worker``, owned by the consumer
-``pending`` until it has been idle for ``redis.task_debounce`` ms; then a worker claims it with
-XAUTOCLAIM and
+Each room stream has one task in the worker queue ``<prefix>:worker`` (on a Redis Cluster:
+in its shard's queue, ``Layout.queues``), owned by the consumer ``pending`` until it has been
+idle for ``redis.task_debounce`` ms; then a worker claims it with XAUTOCLAIM and
 
-* if the stream is empty: deletes the stream (if still empty) and the task, in one MULTI;
+* if the stream is empty: deletes the stream (if still empty) and the task, in one script;
 * else: loads snapshot + stream; if the stream added anything, calls the update callback,
   persists the whole document as a new v2 snapshot and, once that succeeded, deletes the
-  snapshots it merged; then, in one MULTI, trims the stream to ``lastId -
+  snapshots it merged; then, in one script, trims the stream to ``lastId -
   redis.min_message_lifetime``, re-queues the task (claimed by ``pending`` again) and deletes
   the claimed one.
+
+The scripts run the commands of y-redis's MULTI blocks, as atomically; a cluster runs them on
+the one slot of a stream and its queue.
 
 Nothing is trimmed before it is persisted, and a snapshot is only deleted by the worker that
 merged it into a newer persisted one, so any number of workers (ysync's and y-redis's) can share
@@ -39,30 +42,24 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.to_process
-import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
+from redis.asyncio.cluster import RedisCluster
 
 from workers.callback import send_update
 from workers.history import record_version
+from ysync.cluster import check_cluster_layout
 from ysync.config import Config
 from ysync.docs import DocSources, compact_sources, read_doc_sources
 from ysync.errors import BusError, ConfigError, StorageError, UpdateFormatError, YsyncError
 from ysync.metrics import WorkerMetrics
+from ysync.redis_clients import RedisClient
 from ysync.storage.base import Storage
-from ysync.streams import (
-    Scripts,
-    StreamId,
-    ensure_worker_group,
-    parse_room_stream_key,
-    worker_stream_key,
-)
+from ysync.streams import StreamId, ensure_worker_groups
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: The consumer that owns a task while it waits (y-redis's name; part of the wire contract).
-PENDING_CONSUMER = "pending"
 #: XREADGROUP COUNT when re-queueing, as y-redis.
 _REQUEUE_READ_COUNT = 50
 #: Streams whose failures a worker remembers for its backoff at most (the oldest is forgotten).
@@ -71,6 +68,34 @@ MAX_BACKOFF_STREAMS = 10_000
 MIN_BACKOFF = 1.0
 #: Seconds between two looks at the queue's length and oldest task (for the metrics).
 QUEUE_OBSERVE_INTERVAL = 5.0
+
+
+# The worker's atomic steps, each on a room stream and its queue (KEYS[1], KEYS[2]) or on the
+# queue alone: y-redis's MULTI blocks as scripts, which a Redis Cluster runs on the keys' one
+# slot (its client's transactions cannot; the effects are the same).
+# An empty stream: delete it if still empty, and its task (ARGV[1]).
+_REMOVE_SCRIPT = """
+if redis.call("XLEN", KEYS[1]) == 0 then
+  redis.call("DEL", KEYS[1])
+end
+redis.call("XACK", KEYS[2], KEYS[2], ARGV[1])
+redis.call("XDEL", KEYS[2], ARGV[1])
+"""
+# Compacted: trim the stream below ARGV[1], queue a new task (owned by "pending", XREADGROUP
+# COUNT ARGV[3]; "pending" is y-redis's name, part of the wire contract), delete the task done
+# (ARGV[2]).
+_REQUEUE_SCRIPT = """
+redis.call("XTRIM", KEYS[1], "MINID", ARGV[1])
+redis.call("XADD", KEYS[2], "*", "compact", KEYS[1])
+redis.call("XREADGROUP", "GROUP", KEYS[2], "pending", "COUNT", ARGV[3], "STREAMS", KEYS[2], ">")
+redis.call("XACK", KEYS[2], KEYS[2], ARGV[2])
+redis.call("XDEL", KEYS[2], ARGV[2])
+"""
+# Duplicate tasks (ARGV) of a stream just compacted.
+_DROP_SCRIPT = """
+redis.call("XACK", KEYS[1], KEYS[1], unpack(ARGV))
+redis.call("XDEL", KEYS[1], unpack(ARGV))
+"""
 
 
 @dataclass(slots=True)
@@ -98,18 +123,19 @@ def _crash_at(point: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Task:
-    """One entry of the worker queue: compact ``stream_key``."""
+    """One entry of the worker queue ``queue``: compact ``stream_key``."""
 
     id: StreamId
     stream_key: str
+    queue: str
 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def parse_tasks(entries: Sequence[Any]) -> list[Task]:
-    """Tasks from XAUTOCLAIM/XCLAIM entries ``(id, {field: value})``.
+def parse_tasks(entries: Sequence[Any], queue: str) -> list[Task]:
+    """Tasks of ``queue`` from XAUTOCLAIM/XCLAIM entries ``(id, {field: value})``.
 
     Entries deleted meanwhile (``None``, or without ``compact``) are skipped, as y-redis does.
     """
@@ -122,7 +148,7 @@ def parse_tasks(entries: Sequence[Any]) -> list[Task]:
             continue
         stream = fields.get(b"compact", fields.get("compact"))
         if stream:
-            tasks.append(Task(StreamId.parse(entry_id), _text(stream)))
+            tasks.append(Task(StreamId.parse(entry_id), _text(stream), queue))
     return tasks
 
 
@@ -140,7 +166,7 @@ class Worker:
     own by default).
     """
 
-    def __init__(self, client: aioredis.Redis, storage: Storage, config: Config,
+    def __init__(self, client: RedisClient, storage: Storage, config: Config,
                  consumer: str | None = None, *, metrics: WorkerMetrics | None = None) -> None:
         if _FAULT is not None:
             if _FAULT not in FAULT_POINTS:
@@ -152,14 +178,18 @@ class Worker:
         self.storage = storage
         self.config = config
         self.prefix = config.redis.prefix
-        self.queue = worker_stream_key(self.prefix)
+        self.layout = config.layout
+        #: the worker queues: y-redis's one, or one per shard of the cluster layout
+        self.queues = self.layout.queues
         self.consumer = consumer or str(uuid.uuid4())
         #: tasks that failed (logged and left pending for a later retry) since start
         self.failures = 0
         #: tasks handled (compacted or removed) since start
         self.completed = 0
         self.metrics = metrics if metrics is not None else WorkerMetrics()
-        self._scripts = Scripts(client, self.prefix)
+        self._remove = client.register_script(_REMOVE_SCRIPT)
+        self._requeue = client.register_script(_REQUEUE_SCRIPT)
+        self._drop = client.register_script(_DROP_SCRIPT)
         self._group_ready = False
         self._stopping = anyio.Event()
         self._backoff: OrderedDict[str, _Backoff] = OrderedDict()
@@ -187,7 +217,7 @@ class Worker:
 
     async def _ensure_group(self) -> None:
         if not self._group_ready:
-            await ensure_worker_group(self.client, self.prefix)
+            await ensure_worker_groups(self.client, self.layout)
             self._group_ready = True
 
     async def process_due_tasks(self) -> int:
@@ -199,11 +229,13 @@ class Worker:
         """
         await self._ensure_group()
         await self._observe_queue()
-        reply = await self._redis("claiming tasks", self.client.xautoclaim(
-            self.queue, self.queue, self.consumer,
-            min_idle_time=self.config.redis.task_debounce, start_id="0",
-            count=self.config.worker.try_claim_count))
-        tasks = parse_tasks(reply[1])
+        tasks: list[Task] = []
+        for queue in self.queues:  # the cluster layout: every shard's queue, one claim each
+            reply = await self._redis(f"claiming tasks of {queue}", self.client.xautoclaim(
+                queue, queue, self.consumer,
+                min_idle_time=self.config.redis.task_debounce, start_id="0",
+                count=self.config.worker.try_claim_count))
+            tasks += parse_tasks(reply[1], queue)
         await self._process(tasks)
         return len(tasks)
 
@@ -216,22 +248,24 @@ class Worker:
         """
         await self._ensure_group()
         total = 0
-        cursor = "-"
         debounce = self.config.redis.task_debounce
-        while not self.stopping:
-            pending = await self._redis("listing due tasks", self.client.xpending_range(
-                self.queue, self.queue, min=cursor, max=f"({end}",
-                count=self.config.worker.try_claim_count, idle=debounce))
-            if not pending:
-                break
-            ids: list[Any] = [entry["message_id"] for entry in pending]
-            claimed = await self._redis("claiming tasks", self.client.xclaim(
-                self.queue, self.queue, self.consumer, min_idle_time=debounce,
-                message_ids=ids))
-            tasks = parse_tasks(claimed)
-            await self._process(tasks)
-            total += len(tasks)
-            cursor = f"({StreamId.parse(ids[-1])}"
+        for queue in self.queues:
+            cursor = "-"
+            while not self.stopping:
+                pending = await self._redis(f"listing due tasks of {queue}",
+                                            self.client.xpending_range(
+                                                queue, queue, min=cursor, max=f"({end}",
+                                                count=self.config.worker.try_claim_count,
+                                                idle=debounce))
+                if not pending:
+                    break
+                ids: list[Any] = [entry["message_id"] for entry in pending]
+                claimed = await self._redis(f"claiming tasks of {queue}", self.client.xclaim(
+                    queue, queue, self.consumer, min_idle_time=debounce, message_ids=ids))
+                tasks = parse_tasks(claimed, queue)
+                await self._process(tasks)
+                total += len(tasks)
+                cursor = f"({StreamId.parse(ids[-1])}"
         return total
 
     async def _observe_queue(self) -> None:
@@ -243,17 +277,19 @@ class Worker:
 
         async def look() -> list[Any]:
             async with self.client.pipeline(transaction=False) as pipe:
-                pipe.xlen(self.queue)
-                pipe.xrange(self.queue, count=1)
-                pipe.time()
+                for queue in self.queues:
+                    pipe.xlen(queue)
+                    pipe.xrange(queue, count=1)
                 return list(await pipe.execute())
 
-        length, oldest, (seconds, micros) = await self._redis("looking at the queue", look())
-        self.metrics.queue_tasks.set(int(length))
+        replies = await self._redis("looking at the queue", look())
+        seconds, micros = await self._redis("reading the clock", self.client.time())
+        self.metrics.queue_tasks.set(sum(int(length) for length in replies[::2]))
+        firsts = [StreamId.parse(oldest[0][0]).ms for oldest in replies[1::2] if oldest]
         due_for = 0.0
-        if oldest:
+        if firsts:
             now_ms = int(seconds) * 1000 + int(micros) // 1000
-            age_ms = now_ms - StreamId.parse(oldest[0][0]).ms
+            age_ms = now_ms - min(firsts)
             due_for = max(0, age_ms - self.config.redis.task_debounce) / 1000
         self.metrics.oldest_due_task_seconds.set(due_for)
 
@@ -262,8 +298,12 @@ class Worker:
 
         Continuous: a round that claims nothing is followed by ``worker.idle_wait`` seconds of
         rest; a failing round (Redis down) is logged and retried after the same rest. Once:
-        Redis errors propagate; failed tasks are counted in :attr:`failures`.
+        Redis errors propagate; failed tasks are counted in :attr:`failures`. On a Redis
+        Cluster, another shard count than the prefix's raises ConfigError first.
         """
+        if isinstance(self.client, RedisCluster):
+            await self._redis("checking the cluster layout",
+                              check_cluster_layout(self.client, self.layout))
         if once:
             seconds, micros = await self._redis("reading the clock", self.client.time())
             # every task made up to this millisecond (Redis's clock, as the task ids)
@@ -272,8 +312,10 @@ class Worker:
             log.info("worker %s: %d due task(s) processed, %d failed", self.consumer,
                      processed, self.failures)
             return
+        where = self.queues[0] if len(self.queues) == 1 else \
+            f"the {len(self.queues)} shard queues of {self.layout}"
         log.info("worker %s started on %s (debounce %d ms, min message lifetime %d ms)",
-                 self.consumer, self.queue, self.config.redis.task_debounce,
+                 self.consumer, where, self.config.redis.task_debounce,
                  self.config.redis.min_message_lifetime)
         while not self.stopping:
             try:
@@ -335,13 +377,8 @@ class Worker:
         if duplicates:
             ids = [str(task.id) for task in duplicates]
             try:
-                async def drop() -> None:
-                    async with self.client.pipeline(transaction=True) as pipe:
-                        pipe.xack(self.queue, self.queue, *ids)
-                        pipe.xdel(self.queue, *ids)
-                        await pipe.execute()
-
-                await self._redis("deleting duplicate tasks", drop())
+                await self._redis("deleting duplicate tasks",
+                                  self._drop(keys=[first.queue], args=ids))
             except BusError as exc:
                 log.warning("%s: keeping duplicate task(s) %s: %s", first.stream_key, ids, exc)
                 return
@@ -370,17 +407,14 @@ class Worker:
         key = task.stream_key
         length = await self._redis(f"XLEN {key}", self.client.xlen(key))
         if length == 0:
-            async def remove() -> None:
-                async with self.client.pipeline(transaction=True) as pipe:
-                    await self._scripts.delete_if_empty(key, pipe)
-                    pipe.xack(self.queue, self.queue, str(task.id))
-                    pipe.xdel(self.queue, str(task.id))
-                    await pipe.execute()
-
-            await self._redis(f"removing empty stream {key}", remove())
+            await self._redis(f"removing empty stream {key}",
+                              self._remove(keys=[key, task.queue], args=[str(task.id)]))
             log.info("stream %s is empty: removed it and its task %s", key, task.id)
             return
-        room, docid = parse_room_stream_key(self.prefix, key)
+        room, docid = self.layout.parse_room_key(key)
+        if self.layout.cluster and self.layout.queue_of(key) != task.queue:
+            raise BusError(f"task {task.id} of {task.queue} names {key}, a stream of another "
+                           f"shard: its trim and re-queue would cross slots")
         sources, snapshot = await self._load_and_merge(room, docid)
         if snapshot is not None:
             if self.config.worker.update_callback:
@@ -405,17 +439,8 @@ class Worker:
                 _crash_at("after-delete")
         min_id = trim_min_id(sources.last_id, task.id, self.config.redis.min_message_lifetime)
 
-        async def trim_and_requeue() -> None:
-            async with self.client.pipeline(transaction=True) as pipe:
-                pipe.xtrim(key, minid=min_id, approximate=False)
-                pipe.xadd(self.queue, {"compact": key})
-                pipe.xreadgroup(self.queue, PENDING_CONSUMER, {self.queue: ">"},
-                                count=_REQUEUE_READ_COUNT)
-                pipe.xack(self.queue, self.queue, str(task.id))
-                pipe.xdel(self.queue, str(task.id))
-                await pipe.execute()
-
-        await self._redis(f"trimming {key}", trim_and_requeue())
+        await self._redis(f"trimming {key}", self._requeue(
+            keys=[key, task.queue], args=[min_id, str(task.id), _REQUEUE_READ_COUNT]))
         if _FAULT is not None:
             _crash_at("after-trim")
         if snapshot is not None:
@@ -434,7 +459,7 @@ class Worker:
         every retry fails the same way until the snapshot is repaired or removed.
         """
         try:
-            sources = await read_doc_sources(self.client, self.storage, self.prefix, room, docid)
+            sources = await read_doc_sources(self.client, self.storage, self.layout, room, docid)
         except StorageError as exc:
             self.metrics.persist_failures.inc()
             raise StorageError(f"room {room!r} doc {docid!r}: reading the stored snapshots "

@@ -24,8 +24,8 @@ import anyio
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 
-from ysync.errors import BusError
-from ysync.streams import append_script, ensure_worker_group
+from ysync.errors import BusError, is_redis_failure
+from ysync.streams import Layout, ensure_worker_group
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +34,29 @@ MAX_BATCH = 512
 
 
 class Appender:
-    """Batches appends into pipelines; :meth:`run` must be running (in the server's task group)."""
+    """Batches appends into pipelines; :meth:`run` must be running (in the server's task group).
 
-    def __init__(self, client: aioredis.Redis, prefix: str, *, timeout: float) -> None:
+    ``layout``: where the keys are. In the cluster layout an appender serves one shard, whose
+    worker queue ``queue`` is the script's second key (:class:`ysync.cluster.ShardAppender`).
+    """
+
+    def __init__(self, client: aioredis.Redis, layout: Layout, *, timeout: float,
+                 queue: str | None = None) -> None:
         self._client = client
-        self._prefix = prefix
-        self._script = append_script(prefix)
+        self._layout = layout
+        self._script = layout.append_script
         sha = hashlib.sha1(self._script.encode()).hexdigest().encode()
-        #: EVALSHA <sha> 1: the part of every append's command before its key and message
-        self._head = b"*5\r\n$7\r\nEVALSHA\r\n$40\r\n" + sha + b"\r\n$1\r\n1\r\n"
+        self._queue = queue or layout.queues[0]
+        if layout.cluster:
+            if queue is None:
+                raise ValueError("an appender of the cluster layout serves one shard's queue")
+            # EVALSHA <sha> 2 <key> <queue> <message>: the queue goes after each key
+            self._head = b"*6\r\n$7\r\nEVALSHA\r\n$40\r\n" + sha + b"\r\n$1\r\n2\r\n"
+            self._after_key = b"\r\n" + _bulk(queue.encode())[:-2]
+        else:
+            #: EVALSHA <sha> 1: the part of every append's command before its key and message
+            self._head = b"*5\r\n$7\r\nEVALSHA\r\n$40\r\n" + sha + b"\r\n$1\r\n1\r\n"
+            self._after_key = b""
         self._connection: Any = None
         self._timeout = timeout
         self._pending: list[tuple[str, bytes, asyncio.Future[None]]] = []
@@ -100,7 +114,7 @@ class Appender:
             # script's XREADGROUP fails for every new stream until the group exists again
             log.warning("the worker queue's consumer group is gone; creating it again")
             try:
-                await ensure_worker_group(self._client, self._prefix)
+                await ensure_worker_group(self._client, self._queue)
             except BusError as exc:
                 log.error("%s", exc)
             else:
@@ -129,8 +143,9 @@ class Appender:
                     for i, result in zip(unknown, retried, strict=True):
                         results[i] = result
                 return results
-        except (redis_errors.RedisError, OSError, TimeoutError) as exc:
-            log.error("appending %d messages failed: %s", len(batch), exc)
+        except Exception as exc:  # each append fails with it; the appender goes on
+            log.error("appending %d messages failed: %s", len(batch), exc,
+                      exc_info=not is_redis_failure(exc))
             return [exc] * len(batch)
 
     async def _round_trip(self, batch: list[tuple[str, bytes, asyncio.Future[None]]]
@@ -140,12 +155,12 @@ class Appender:
             pool = self._client.connection_pool
             self._connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         connection = self._connection
-        head = self._head
+        head, after_key = self._head, self._after_key
         parts: list[bytes] = []
         for stream_key, message, _done in batch:
             key = stream_key.encode()
-            parts += (head, b"$%d\r\n" % len(key), key, b"\r\n$%d\r\n" % len(message), message,
-                      b"\r\n")
+            parts += (head, b"$%d\r\n" % len(key), key, after_key,
+                      b"\r\n$%d\r\n" % len(message), message, b"\r\n")
         command = b"".join(parts)
         try:
             return await _send_and_read(connection, command, len(batch))
@@ -189,3 +204,8 @@ def _no_script(result: object) -> bool:
 
 def _lost_worker_group(result: object) -> bool:
     return isinstance(result, redis_errors.ResponseError) and "NOGROUP" in str(result)
+
+
+def _bulk(value: bytes) -> bytes:
+    """One command argument in the protocol's encoding (a bulk string)."""
+    return b"$%d\r\n%s\r\n" % (len(value), value)

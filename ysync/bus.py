@@ -23,7 +23,7 @@ import redis.exceptions as redis_errors
 from redis.asyncio.connection import Connection
 
 from ysync.connection import websocket_frame
-from ysync.errors import BusError
+from ysync.errors import BusError, is_redis_failure
 from ysync.metrics import Metrics
 from ysync.protocol import merge_stream_messages
 from ysync.streams import ZERO_ID, StreamId
@@ -86,10 +86,16 @@ class Bus:
     def __init__(self, reader: aioredis.Redis, control: aioredis.Redis, *,
                  block_ms: int = 1000, count: int = 1000, interval_ms: float = 0.0,
                  metrics: Metrics | None = None,
-                 on_reconnect: Callable[[], Awaitable[None]] | None = None) -> None:
+                 on_reconnect: Callable[[], Awaitable[None]] | None = None,
+                 relocate: Callable[[BaseException],
+                                    Awaitable[tuple[aioredis.Redis, aioredis.Redis]]]
+                 | None = None) -> None:
         """``reader`` must be a single-connection client used by nothing else (it blocks);
-        ``control`` is the shared client, used to interrupt a blocked read. ``on_reconnect`` is
-        awaited when Redis answers again after a failed read, before the next read."""
+        ``control`` is a client of the same Redis, used to interrupt a blocked read.
+        ``on_reconnect`` is awaited when Redis answers again after a failed read, before the
+        next read. ``relocate`` (a Redis Cluster: :mod:`ysync.cluster`) is awaited with the
+        error of a failed read and returns the ``reader`` and ``control`` of the node that owns the
+        streams now (after a redirect or a failover)."""
         self._reader = reader
         self._connection: Connection | None = None
         self._read_head = (_bulk(b"XREAD") + _bulk(b"COUNT") + _bulk(str(count).encode())
@@ -106,6 +112,7 @@ class Bus:
         self._interval = interval_ms / 1000
         self._last_read = 0.0
         self._on_reconnect = on_reconnect
+        self._relocate = relocate
         self._recovering = False  # a read failed; Redis has not answered since
         self._epoch = 0  # bumped by restart_streams
 
@@ -179,13 +186,31 @@ class Bus:
                 try:
                     await self._read_once()
                     failures = 0
-                except (redis_errors.RedisError, OSError, BusError) as exc:
+                except Exception as exc:  # the reader must outlive any failure: retried
                     failures += 1
                     pause = min(5.0, 0.1 * math.pow(2, failures))
-                    log.error("reading room streams failed (%s); retrying in %.1fs", exc, pause)
+                    log.error("reading room streams failed (%s); retrying in %.1fs", exc, pause,
+                              exc_info=not is_redis_failure(exc))
                     self._reader_id = None
                     self._recovering = True
                     await anyio.sleep(pause)
+                    if self._relocate is not None:
+                        await self._move(exc)
+
+    async def _move(self, failure: BaseException) -> None:
+        """Read from the node :attr:`_relocate` names (a failure is retried on the next one)."""
+        assert self._relocate is not None
+        try:
+            reader, control = await self._relocate(failure)
+        except (redis_errors.RedisError, OSError, BusError) as exc:
+            log.error("finding the node of the room streams failed: %s", exc)
+            return
+        if reader is not self._reader:
+            connection, self._connection = self._connection, None
+            if connection is not None:
+                with anyio.CancelScope(shield=True):
+                    await connection.disconnect()
+            self._reader, self._control = reader, control
 
     async def _unblocker(self) -> None:
         """Interrupts a blocked XREAD (CLIENT UNBLOCK) that does not read a newly added room."""

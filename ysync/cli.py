@@ -181,10 +181,10 @@ async def _doc_show(config: Config, room: str, docid: str) -> None:
     from ysync.embedded import redis_for_operator
     from ysync.gate import room_as_sent
     from ysync.ops import show_doc
-    from ysync.redis_clients import redis_client
+    from ysync.redis_clients import any_redis_client
 
     async with redis_for_operator(config) as url:
-        client = redis_client(url, config)
+        client = any_redis_client(url, config)
         try:
             shown = await show_doc(config, room_as_sent(room), docid, client=client)
         finally:
@@ -201,10 +201,10 @@ def _confirm_clean(config: Config, prefix: str) -> bool:
 async def _redis_clean(config: Config, prefix: str) -> int:
     from ysync.embedded import redis_for_operator
     from ysync.ops import clean_prefix
-    from ysync.redis_clients import redis_client
+    from ysync.redis_clients import any_redis_client
 
     async with redis_for_operator(config) as url:
-        client = redis_client(url, config)
+        client = any_redis_client(url, config)
         try:
             count = await clean_prefix(client, prefix)
         finally:
@@ -216,14 +216,14 @@ async def _redis_clean(config: Config, prefix: str) -> int:
 async def _kick(config: Config, room: str, user: str | None) -> int:
     from ysync.control import publish_kick
     from ysync.embedded import running_embedded_url
-    from ysync.redis_clients import redis_client
+    from ysync.redis_clients import any_redis_client
 
     url = config.redis.url or await running_embedded_url(config.embedded)
     if url is None:
         print("ysync kick: no REDIS configured and no ysync serve running on "
               f"{config.embedded.data_dir}", file=sys.stderr)
         return 2
-    client = redis_client(url, config)
+    client = any_redis_client(url, config)
     try:
         kicked = await publish_kick(client, config.redis.prefix, room, user,
                                     window=config.auth.kick_window)

@@ -19,6 +19,7 @@ sources the usual order holds (an alias in the environment beats the file).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import ssl
@@ -29,6 +30,8 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from ysync.errors import ConfigError
+from ysync.sentinel import SENTINEL_SCHEMES, is_sentinel_url, parse_sentinel_url
+from ysync.streams import Layout
 
 
 def _setting(default: Any, *, env: tuple[str, ...] = (), minimum: float | None = None,
@@ -82,7 +85,9 @@ class ServerConfig:
 @dataclass(frozen=True, slots=True)
 class RedisConfig:
     url: str = _setting("", env=("REDIS",),
-                        help="redis://, rediss:// (TLS: redis.tls_*) or unix:// URL; empty "
+                        help="redis://, rediss:// (TLS: redis.tls_*), unix://, "
+                             "redis+cluster:// or redis+sentinel://host[:port],.../<service>"
+                             "[/<db>] (Sentinel; rediss+sentinel:// with TLS) URL; empty "
                              "runs an embedded redis-server",
                         alias_env=("REDIS_URL",))
     prefix: str = _setting("y", env=("REDIS_PREFIX",), help="key prefix shared with y-redis")
@@ -102,6 +107,15 @@ class RedisConfig:
     max_connections: int = _setting(32, minimum=2, maximum=10_000,
                                     help="pooled Redis connections per process (commands wait "
                                          "for a free one); the stream reader has its own")
+    cluster: bool = _setting(False, help="the Redis is a Redis Cluster and redis.url names "
+                                         "one of its nodes (a redis+cluster://host:port,... "
+                                         "URL says the same): ysync's cluster layout, which "
+                                         "y-redis cannot share (docs/protocol.md)")
+    cluster_shards: int = _setting(16, minimum=1, maximum=1024,
+                                   help="shards of the cluster layout (one hash slot and one "
+                                        "worker queue each); every process on the prefix "
+                                        "must agree, and it cannot change while the cluster "
+                                        "holds rooms")
     # TLS (a rediss:// url)
     tls_ca_file: str = _setting("", help="PEM file of the CA certificates that sign the Redis "
                                          "server's certificate (empty: the system's CAs)")
@@ -270,6 +284,16 @@ class Config:
         return not self.redis.url
 
     @property
+    def redis_cluster(self) -> bool:
+        """True when the Redis is a Redis Cluster (``redis.cluster`` or a redis+cluster URL)."""
+        return self.redis.cluster or self.redis.url.startswith(CLUSTER_URL_SCHEME)
+
+    @property
+    def layout(self) -> Layout:
+        """Where this configuration's keys are (:class:`ysync.streams.Layout`)."""
+        return _layout(self.redis.prefix, self.redis.cluster_shards if self.redis_cluster else 0)
+
+    @property
     def storage_kind(self) -> str:
         """The storage backend in effect, ``auto`` resolved.
 
@@ -379,8 +403,12 @@ def settings() -> list[tuple[str, str, dataclasses.Field[Any], type[Any]]]:
 
 
 def redact_url(value: str) -> str:
-    """``value`` with the password of a ``scheme://user:password@host`` URL replaced."""
+    """``value`` with the password of a ``scheme://user:password@host`` URL replaced, and the
+    values of its query's ``password`` and ``*_password`` options (``?sentinel_password=``)."""
     scheme, sep, rest = value.partition("://")
+    if sep and "?" in rest:
+        value = f"{scheme}://{_redact_query(rest)}"
+        rest = value.partition("://")[2]
     authority = rest
     for end in "/?#":
         authority = authority.partition(end)[0]
@@ -389,6 +417,17 @@ def redact_url(value: str) -> str:
     if not sep or not at or not colon:
         return value
     return f"{scheme}://{user}:<secret>@{rest[len(userinfo) + 1:]}"
+
+
+def _redact_query(rest: str) -> str:
+    before, _q, query = rest.partition("?")
+    query, hash_, fragment = query.partition("#")
+    options = []
+    for option in query.split("&"):
+        name, equals, _value = option.partition("=")
+        secret = equals and (name == "password" or name.endswith("_password"))
+        options.append(f"{name}=<secret>" if secret else option)
+    return f"{before}?{'&'.join(options)}{hash_}{fragment}"
 
 
 def _shown(raw: Any, f: dataclasses.Field[Any]) -> str:
@@ -561,7 +600,8 @@ def load_config(
     if sections["storage"].kind == "auto" and sections["storage"].s3_endpoint and \
             sections["storage"].postgres:
         warnings += (S3_OVER_POSTGRES_WARNING,)
-    if sections["redis"].tls_verify == "none" and sections["redis"].url.startswith("rediss://"):
+    if sections["redis"].tls_verify == "none" and sections["redis"].url.startswith(
+            ("rediss://", "rediss+sentinel://")):
         warnings += ("redis.tls_verify is none: the Redis server's certificate is not checked, "
                      "so anyone on the path can read and change every document",)
     config = Config(**sections, warnings=warnings)
@@ -576,10 +616,46 @@ S3_OVER_POSTGRES_WARNING = (
     "to say so")
 
 
+#: A URL of this scheme names nodes of a Redis Cluster: ``redis+cluster://host:port,...``.
+CLUSTER_URL_SCHEME = "redis+cluster://"
+
+
+@functools.lru_cache(maxsize=16)
+def _layout(prefix: str, shards: int) -> Layout:
+    return Layout(prefix, shards)
+
+
+def _check_cluster(config: Config) -> None:
+    """Refuse a cluster without a Redis URL, over a socket or with braces in the prefix."""
+    if not config.redis_cluster:
+        return
+    url = config.redis.url
+    if not url:
+        raise ConfigError("setting redis.cluster (YSYNC_REDIS_CLUSTER): a Redis Cluster needs "
+                          "redis.url (REDIS) naming one of its nodes; the embedded Redis is "
+                          "one node")
+    if not url.startswith(("redis://", "rediss://", CLUSTER_URL_SCHEME)):
+        raise ConfigError(f"setting redis.cluster (YSYNC_REDIS_CLUSTER): a Redis Cluster is "
+                          f"reached by redis://, rediss:// or {CLUSTER_URL_SCHEME} URL, got "
+                          f"{redact_url(url)!r}")
+    if "{" in config.redis.prefix or "}" in config.redis.prefix:
+        raise ConfigError(f"setting redis.prefix: cannot hold {{ or }} on a Redis Cluster (Redis "
+                          f"takes them for a hash tag), got {config.redis.prefix!r}")
+
+
 def _check_consistency(config: Config) -> None:
-    if config.redis.url and not config.redis.url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"setting redis.url: expected redis://, rediss:// or unix://, "
-                          f"got {redact_url(config.redis.url)!r}")
+    if config.redis.url and not config.redis.url.startswith(
+            ("redis://", "rediss://", "unix://", CLUSTER_URL_SCHEME, *SENTINEL_SCHEMES)):
+        raise ConfigError(f"setting redis.url: expected redis://, rediss://, unix://, "
+                          f"{CLUSTER_URL_SCHEME} or {SENTINEL_SCHEMES[0]}, got "
+                          f"{redact_url(config.redis.url)!r}")
+    if is_sentinel_url(config.redis.url):
+        try:
+            parse_sentinel_url(config.redis.url)
+        except ConfigError as exc:
+            raise ConfigError(f"setting redis.url (REDIS): {exc}; got "
+                              f"{redact_url(config.redis.url)!r}") from exc
+    _check_cluster(config)
     _check_redis_tls(config.redis)
     if not config.redis.prefix or ":room:" in config.redis.prefix:
         raise ConfigError(f"setting redis.prefix: must be non-empty and not contain ':room:', "
@@ -620,7 +696,7 @@ def _check_redis_tls(redis: RedisConfig) -> None:
         given.append("redis.tls_verify")
     if not given:
         return
-    if not redis.url.startswith("rediss://"):
+    if not redis.url.startswith(("rediss://", "rediss+sentinel://")):
         shown = repr(redact_url(redis.url)) if redis.url else "empty (the embedded Redis)"
         raise ConfigError(f"setting {given[0]} ({_env_name('redis', given[0][6:])}): TLS needs "
                           f"a rediss:// redis.url (REDIS), got {shown}")

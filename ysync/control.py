@@ -30,18 +30,19 @@ from typing import Protocol, TypeVar
 from urllib.parse import unquote
 
 import anyio
-import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 
-from ysync.errors import BusError
+from ysync.errors import BusError, is_redis_failure
+from ysync.redis_clients import RedisClient
 
 log = logging.getLogger(__name__)
 
 #: Most revocation records kept per prefix; a kick beyond it drops the oldest records.
 MAX_RECORDS = 10_000
 
-# KEYS[1] records, KEYS[2] channel; ARGV: member, window ms, most records, message without the
-# time. Returns {kick time ms, processes that received the message}.
+# KEYS[1] records; ARGV: member, window ms, most records, message without the time, channel (not
+# a key: on a Redis Cluster a script's keys must share a slot, and PUBLISH reaches every node).
+# Returns {kick time ms, processes that received the message (on a cluster: those on this node)}.
 _KICK_SCRIPT = """
 local t = redis.call("TIME")
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -52,7 +53,7 @@ redis.call("ZREMRANGEBYRANK", KEYS[1], 0, -(tonumber(ARGV[3]) + 1))
 redis.call("PEXPIRE", KEYS[1], window)
 -- ARGV[4] is a JSON object: its closing brace becomes the kick time and a brace
 local message = string.sub(ARGV[4], 1, -2) .. ',"at":' .. string.format("%d", now) .. "}"
-return {now, redis.call("PUBLISH", KEYS[2], message)}
+return {now, redis.call("PUBLISH", ARGV[5], message)}
 """
 
 
@@ -143,20 +144,20 @@ class KickResult:
     reached: int  # processes subscribed to the control channel at that moment
 
 
-async def publish_kick(client: aioredis.Redis, prefix: str, room: str, user_id: str | None,
+async def publish_kick(client: RedisClient, prefix: str, room: str, user_id: str | None,
                        *, window: float) -> KickResult:
     """Record the kick for ``window`` seconds and tell every server process at once."""
     message = json.dumps({"op": "kick", "room": room, "user": user_id})
     try:
         at_ms, reached = await client.eval(
-            _KICK_SCRIPT, 2, revocations_key(prefix), control_channel(prefix),
-            record_member(room, user_id), max(1, int(window * 1000)), MAX_RECORDS, message)
+            _KICK_SCRIPT, 1, revocations_key(prefix), record_member(room, user_id),
+            max(1, int(window * 1000)), MAX_RECORDS, message, control_channel(prefix))
     except redis_errors.RedisError as exc:
         raise BusError(f"publishing a kick failed: {exc}") from exc
     return KickResult(int(at_ms), int(reached))
 
 
-async def read_revocations(client: aioredis.Redis, prefix: str,
+async def read_revocations(client: RedisClient, prefix: str,
                            since_ms: int | None = None) -> list[Revocation]:
     """The records of the prefix (at most :data:`MAX_RECORDS`), only those of kicks at or
     after ``since_ms`` if given. Raises BusError."""
@@ -170,7 +171,7 @@ async def read_revocations(client: aioredis.Redis, prefix: str,
     return [record for record in records if record is not None]
 
 
-async def read_room_revocations(client: aioredis.Redis, prefix: str, room: str,
+async def read_room_revocations(client: RedisClient, prefix: str, room: str,
                                 user_id: str) -> list[Revocation]:
     """The records that can concern a connection of ``room`` and ``user_id`` (one round trip).
     Raises BusError."""
@@ -197,13 +198,13 @@ class Kicker(Protocol):
         ...
 
 
-async def apply_recorded(client: aioredis.Redis, prefix: str, kicker: Kicker) -> int:
+async def apply_recorded(client: RedisClient, prefix: str, kicker: Kicker) -> int:
     """Read every record and apply it to the local connections. Raises BusError."""
     records = await read_revocations(client, prefix)
     return kicker.apply_revocations(records) if records else 0
 
 
-async def listen_for_commands(client: aioredis.Redis, prefix: str, kicker: Kicker) -> None:
+async def listen_for_commands(client: RedisClient, prefix: str, kicker: Kicker) -> None:
     """Run until cancelled: apply every command published on the control channel. After each
     (re)subscription, the records are applied too: kicks published while this process was not
     subscribed reach it that way."""
@@ -222,10 +223,11 @@ async def listen_for_commands(client: aioredis.Redis, prefix: str, kicker: Kicke
                 message = await pubsub.get_message(timeout=1.0)
                 if message is not None and message.get("type") == "message":
                     _apply(message["data"], kicker)
-        except (redis_errors.RedisError, OSError, BusError) as exc:
+        except Exception as exc:  # the listener must outlive any failure: resubscribed
             failures += 1
             pause = min(5.0, 0.1 * math.pow(2, failures))
-            log.error("control channel failed (%s); resubscribing in %.1fs", exc, pause)
+            log.error("control channel failed (%s); resubscribing in %.1fs", exc, pause,
+                      exc_info=not is_redis_failure(exc))
             await anyio.sleep(pause)
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(2):

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import anyio.to_process
-import redis.asyncio as aioredis
 
 from ysync.protocol import AwarenessEntry, split_stream_messages
 from ysync.storage.base import Storage
-from ysync.streams import StreamId, read_whole_stream, room_stream_key
+from ysync.streams import Layout, StreamId, read_whole_stream
 from ysync.updates import diff_v1
 from ysync.updates.document import assemble, compact, full_v1, state_vector
 
@@ -85,11 +85,14 @@ class DocSources:
 
 
 async def read_doc_sources(
-    client: aioredis.Redis, storage: Storage, prefix: str, room: str, docid: str
+    client: Any, storage: Storage, layout: Layout | str, room: str, docid: str
 ) -> DocSources:
-    """Read (room, docid). The stream is read BEFORE storage, so that a compaction running in
-    between can only make storage newer, never lose what the stream held."""
-    messages, last_id = await read_whole_stream(client, room_stream_key(prefix, room, docid))
+    """Read (room, docid) of ``layout`` (a prefix: y-redis's layout). The stream is read BEFORE
+    storage, so that a compaction running in between can only make storage newer, never lose
+    what the stream held."""
+    if isinstance(layout, str):
+        layout = Layout(layout)
+    messages, last_id = await read_whole_stream(client, layout.room_key(room, docid))
     stored = await storage.retrieve_doc(room, docid)
     if stored is None:
         return DocSources(messages, last_id, None, ())
@@ -124,10 +127,11 @@ def compact_sources(sources: DocSources) -> bytes | None:
 
 
 async def load_doc(
-    client: aioredis.Redis, storage: Storage, prefix: str, room: str, docid: str
+    client: Any, storage: Storage, layout: Layout | str, room: str, docid: str
 ) -> LoadedDoc:
-    """Load (room, docid) into a document (built in a worker thread)."""
-    sources = await read_doc_sources(client, storage, prefix, room, docid)
+    """Load (room, docid) of ``layout`` (or a prefix) into a document (built in a worker
+    thread)."""
+    sources = await read_doc_sources(client, storage, layout, room, docid)
     size = len(sources.snapshot_v2 or b"") + sum(map(len, sources.messages))
     if size <= _INLINE_BYTES and len(sources.messages) <= _INLINE_MESSAGES:
         built = build_from_sources(sources)

@@ -6,13 +6,12 @@ import re
 from typing import Any
 
 import pycrdt
-import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 
 from ysync.config import Config
 from ysync.docs import load_doc
 from ysync.errors import BusError, ConfigError, UpdateFormatError
-from ysync.redis_clients import redis_client
+from ysync.redis_clients import RedisClient, any_redis_client
 from ysync.storage.base import Storage
 from ysync.storage.factory import open_storage
 from ysync.streams import INDEX_DOC
@@ -22,7 +21,7 @@ _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 
 
 async def show_doc(config: Config, room: str, docid: str = INDEX_DOC, *,
-                   client: aioredis.Redis | None = None,
+                   client: RedisClient | None = None,
                    storage: Storage | None = None) -> dict[str, Any]:
     """The document as the server would load it (stored snapshots + pending stream) as JSON.
 
@@ -33,13 +32,13 @@ async def show_doc(config: Config, room: str, docid: str = INDEX_DOC, *,
     if client is None:
         if not config.redis.url:
             raise ConfigError("setting redis.url (REDIS): required to read a document")
-        client = redis_client(config.redis.url, config)
+        client = any_redis_client(config.redis.url, config)
     try:
         if storage is not None:
-            loaded = await load_doc(client, storage, config.redis.prefix, room, docid)
+            loaded = await load_doc(client, storage, config.layout, room, docid)
         else:
             async with open_storage(config) as opened:
-                loaded = await load_doc(client, opened, config.redis.prefix, room, docid)
+                loaded = await load_doc(client, opened, config.layout, room, docid)
     finally:
         if own_client:
             await client.aclose()
@@ -113,7 +112,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-async def clean_prefix(client: aioredis.Redis, prefix: str) -> int:
+async def clean_prefix(client: RedisClient, prefix: str) -> int:
     """Delete every key ``<prefix>:*`` (streams, the worker queue); return how many.
 
     Uses SCAN, so Redis stays responsive; keys written meanwhile may survive.

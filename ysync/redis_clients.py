@@ -1,9 +1,10 @@
 """The Redis clients ysync opens, all with the same timeouts and TLS settings.
 
 Every process (server, worker, operator commands) opens its clients here, so that a
-``rediss://`` URL with ``redis.tls_*`` settings reaches every connection. The TLS settings are
-checked when the configuration is loaded (:mod:`ysync.config`); here they only become redis-py's
-``ssl_*`` keyword arguments.
+``rediss://`` URL with ``redis.tls_*`` settings reaches every connection, and a
+``redis+sentinel://`` URL the current master (:mod:`ysync.sentinel_pool`). The TLS settings
+are checked when the configuration is loaded (:mod:`ysync.config`); here they only become
+redis-py's ``ssl_*`` keyword arguments.
 """
 
 from __future__ import annotations
@@ -11,17 +12,21 @@ from __future__ import annotations
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from ysync.config import Config
+from ysync.sentinel import is_sentinel_url
+from ysync.sentinel_pool import sentinel_client, sentinel_pool
 
 #: redis.tls_verify -> (redis-py's ssl_cert_reqs, ssl_check_hostname)
 _VERIFY = {"full": ("required", True), "ca": ("required", False), "none": ("none", False)}
 
 
 def redis_options(url: str, config: Config) -> dict[str, Any]:
-    """redis-py connection keyword arguments for ``url``: the TLS ones for a ``rediss://`` URL,
-    none for ``redis://`` and ``unix://`` (whose connections take no ``ssl_*`` argument)."""
-    if not url.startswith("rediss://"):
+    """redis-py connection keyword arguments for ``url``: the TLS ones for a ``rediss://`` or
+    ``rediss+sentinel://`` URL, none for ``redis://``, ``redis+sentinel://`` and ``unix://``
+    (whose connections take no ``ssl_*`` argument)."""
+    if not url.startswith(("rediss://", "rediss+sentinel://")):
         return {}
     tls = config.redis
     cert_reqs, check_hostname = _VERIFY[tls.tls_verify]
@@ -37,17 +42,35 @@ def redis_options(url: str, config: Config) -> dict[str, Any]:
 def redis_client(url: str, config: Config, **options: Any) -> aioredis.Redis:
     """A client of ``url`` with the command timeout ``redis.timeout`` (for the socket and for
     connecting) and the TLS settings; ``options`` (redis-py's) add to or override them."""
-    return aioredis.Redis.from_url(url, **{
-        "socket_timeout": config.redis.timeout,
-        "socket_connect_timeout": config.redis.timeout,
-        **redis_options(url, config), **options})
+    options = {"socket_timeout": config.redis.timeout,
+               "socket_connect_timeout": config.redis.timeout,
+               **redis_options(url, config), **options}
+    if is_sentinel_url(url):  # the master behind Sentinel (ysync.sentinel)
+        return sentinel_client(url, options)
+    return aioredis.Redis.from_url(url, **options)
 
 
 def redis_pool(url: str, config: Config, **options: Any) -> aioredis.BlockingConnectionPool:
     """A bounded pool of ``url`` (``redis.max_connections``) that makes a burst wait for a
     connection, up to ``redis.timeout``, instead of failing with "Too many connections"."""
-    return aioredis.BlockingConnectionPool.from_url(url, **{
-        "max_connections": config.redis.max_connections, "timeout": config.redis.timeout,
-        "socket_timeout": config.redis.timeout,
-        "socket_connect_timeout": config.redis.timeout,
-        **redis_options(url, config), **options})
+    options = {"max_connections": config.redis.max_connections, "timeout": config.redis.timeout,
+               "socket_timeout": config.redis.timeout,
+               "socket_connect_timeout": config.redis.timeout,
+               **redis_options(url, config), **options}
+    if is_sentinel_url(url):
+        return sentinel_pool(url, options)
+    return aioredis.BlockingConnectionPool.from_url(url, **options)
+
+
+#: A client of one Redis (or its primary) or of a Redis Cluster (``redis.cluster``).
+RedisClient = aioredis.Redis | RedisCluster
+
+
+def any_redis_client(url: str, config: Config) -> RedisClient:
+    """:func:`redis_client`, or on a Redis Cluster redis-py's cluster client
+    (:func:`ysync.cluster.cluster_client`): for the commands of the worker and of operators."""
+    if config.redis_cluster:
+        from ysync.cluster import cluster_client
+
+        return cluster_client(url, config)
+    return redis_client(url, config)

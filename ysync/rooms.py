@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
-import redis.asyncio as aioredis
 from anyio.abc import TaskGroup
 
 from ysync.connection import websocket_frame
@@ -20,7 +20,7 @@ from ysync.docs import LoadedDoc, load_doc
 from ysync.metrics import Metrics
 from ysync.protocol import encode_sync_step2
 from ysync.storage.base import Storage
-from ysync.streams import INDEX_DOC
+from ysync.streams import INDEX_DOC, Layout
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +60,12 @@ class DocLoader:
     the other joiners wait for.
     """
 
-    def __init__(self, task_group: TaskGroup, client: aioredis.Redis, storage: Storage,
-                 prefix: str, metrics: Metrics | None = None) -> None:
+    def __init__(self, task_group: TaskGroup, client: Any, storage: Storage,
+                 layout: Layout | str, metrics: Metrics | None = None) -> None:
         self._tg = task_group
         self._client = client
         self._storage = storage
-        self._prefix = prefix
+        self._layout = layout
         self._flights: dict[str, _Flight] = {}
         self._metrics = metrics
 
@@ -83,7 +83,7 @@ class DocLoader:
     async def _run(self, room: str, flight: _Flight) -> None:
         try:
             started = time.perf_counter()
-            loaded = await load_doc(self._client, self._storage, self._prefix, room, INDEX_DOC)
+            loaded = await load_doc(self._client, self._storage, self._layout, room, INDEX_DOC)
             if self._metrics is not None:
                 self._metrics.doc_loads.inc()
                 self._metrics.doc_load_seconds.observe(time.perf_counter() - started)

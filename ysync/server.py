@@ -24,14 +24,16 @@ import logging
 import random
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Any
 
 import anyio
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
+from redis.asyncio.cluster import RedisCluster
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -41,6 +43,14 @@ from websockets.typing import Subprotocol
 from ysync.appender import Appender
 from ysync.auth import PermissionUnavailable, current_time_ms
 from ysync.bus import Bus
+from ysync.cluster import (
+    ClusterNodes,
+    ShardedAppender,
+    ShardedBus,
+    check_cluster_layout,
+    cluster_client,
+    ping,
+)
 from ysync.config import Config, redact_url
 from ysync.connection import Connection, websocket_frame
 from ysync.control import (
@@ -51,7 +61,7 @@ from ysync.control import (
     revoked_connections,
 )
 from ysync.demo import demo_off_response, demo_response
-from ysync.epoch import EpochMarker
+from ysync.epoch import EpochMarker, shard_epoch_keys
 from ysync.errors import (
     AuthError,
     BusError,
@@ -78,10 +88,12 @@ from ysync.protocol import (
     encode_sync_step1,
     is_valid_update,
 )
-from ysync.redis_clients import redis_client, redis_pool
+from ysync.redis_clients import RedisClient, redis_client, redis_pool
 from ysync.rooms import DocLoader, JoinDoc
+from ysync.sentinel import is_sentinel_url
+from ysync.sentinel_pool import follow_master
 from ysync.storage.base import Storage
-from ysync.streams import ensure_worker_group, room_stream_key
+from ysync.streams import Layout, ensure_worker_groups
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +122,7 @@ class RunningServer:
     port: int
     host: str
     redis_url: str
-    bus: Bus
+    bus: Bus | ShardedBus
     loader: DocLoader
     handler: SyncHandler
     #: Drain and finish (module docstring); after it returns, leaving the context exits.
@@ -120,8 +132,9 @@ class RunningServer:
 class SyncHandler:
     """Handles HTTP requests and WebSocket connections for one server process."""
 
-    def __init__(self, config: Config, client: aioredis.Redis, bus: Bus, loader: DocLoader,
-                 gate: Gate, metrics: Metrics, appender: Appender,
+    def __init__(self, config: Config, client: RedisClient, bus: Bus | ShardedBus,
+                 loader: DocLoader, gate: Gate, metrics: Metrics,
+                 appender: Appender | ShardedAppender,
                  storage: Storage | None = None) -> None:
         self._config = config
         self._storage = storage
@@ -182,8 +195,9 @@ class SyncHandler:
     async def _health(self, ws: ServerConnection) -> Response:
         try:
             with anyio.fail_after(self._config.redis.timeout):
-                await self._client.ping()
-        except (redis_errors.RedisError, OSError, TimeoutError) as exc:
+                await ping(self._client)
+        except (redis_errors.RedisError, redis_errors.RedisClusterException, OSError,
+                TimeoutError) as exc:
             log.warning("health check: Redis does not answer: %s", exc)
             return ws.respond(HTTPStatus.SERVICE_UNAVAILABLE, "redis unavailable\n")
         return ws.respond(HTTPStatus.OK, "ok\n")
@@ -205,8 +219,9 @@ class SyncHandler:
         timeout = min(READINESS_TIMEOUT, self._config.redis.timeout)
         try:
             with anyio.fail_after(timeout):
-                await self._client.ping()
-        except (redis_errors.RedisError, OSError, TimeoutError) as exc:
+                await ping(self._client)
+        except (redis_errors.RedisError, redis_errors.RedisClusterException, OSError,
+                TimeoutError) as exc:
             log.warning("readiness: Redis does not answer: %s", exc)
             return "redis unavailable"
         if self._storage is not None:
@@ -259,7 +274,7 @@ class SyncHandler:
                 message.headers = Headers()
         conn = Connection(ws, grant, send_buffer_limit=self._config.server.send_buffer_limit,
                           metrics=self.metrics, opened_ms=opened_ms)
-        stream_key = room_stream_key(self._config.redis.prefix, grant.room)
+        stream_key = self._config.layout.room_key(grant.room)
         self._bus.subscribe(stream_key, conn)
         self.connections.add(conn)
         self._no_connections.clear()
@@ -378,14 +393,15 @@ class SyncHandler:
                          "read-write" if grant.can_write else "read-only")
                 conn.grant = grant
 
-    def ask_to_resync(self) -> int:
-        """Send every connected client that may write a sync step 1 with an empty state vector:
-        each answers with a sync step 2 of its whole document, stored as an update. Returns how
-        many were asked."""
+    def ask_to_resync(self, among: Iterable[object] | None = None) -> int:
+        """Send every connected client (of ``among`` only, if given) that may write a sync step
+        1 with an empty state vector: each answers with a sync step 2 of its whole document,
+        stored as an update. Returns how many were asked."""
         frame = websocket_frame(encode_sync_step1(EMPTY_STATE_VECTOR))
         asked = 0
+        chosen = set(among) if among is not None else None
         for conn in list(self.connections):
-            if conn.can_write and not conn.closing:
+            if (chosen is None or conn in chosen) and conn.can_write and not conn.closing:
                 conn.deliver(frame)
                 asked += 1
         return asked
@@ -461,13 +477,13 @@ class SyncHandler:
                 log.warning("room %s: could not announce a disconnect: %s", conn.room, exc)
 
 
-async def recover_lost_data(client: aioredis.Redis, prefix: str, bus: Bus,
+async def recover_lost_data(client: RedisClient, layout: Layout, bus: Bus | ShardedBus,
                             handler: SyncHandler) -> None:
     """Redis lost its data: create the worker queue again, read every room from the start of
     its new stream, and ask every connected client for its whole document, so that what the
     clients hold is in Redis again (and the worker persists it)."""
     try:
-        await ensure_worker_group(client, prefix)
+        await ensure_worker_groups(client, layout)
     except BusError as exc:  # the appender creates it again when an append needs it
         log.error("%s", exc)
     bus.restart_streams()
@@ -475,13 +491,15 @@ async def recover_lost_data(client: aioredis.Redis, prefix: str, bus: Bus,
     log.warning("asked %d connected client(s) to send their documents again", asked)
 
 
-async def _after_reconnect(client: aioredis.Redis, marker: EpochMarker) -> None:
+async def _after_reconnect(client: RedisClient, marker: EpochMarker) -> None:
     """Redis answers again after an outage: check whether it lost its data, on fresh pooled
-    connections (the idle ones broke with Redis, and each would fail its next command)."""
-    try:
-        await client.connection_pool.disconnect(inuse_connections=False)
-    except (redis_errors.RedisError, OSError) as exc:
-        log.debug("closing broken Redis connections: %s", exc)
+    connections (the idle ones broke with Redis, and each would fail its next command; the
+    cluster client replaces a node's broken connections itself)."""
+    if isinstance(client, aioredis.Redis):
+        try:
+            await client.connection_pool.disconnect(inuse_connections=False)
+        except (redis_errors.RedisError, OSError) as exc:
+            log.debug("closing broken Redis connections: %s", exc)
     marker.poke()
 
 
@@ -499,6 +517,8 @@ def _unavailable(exc: YsyncError) -> str:
 
 
 def _redis_client(url: str, config: Config, *, blocking: bool = False) -> aioredis.Redis:
+    """A pooled client, or (``blocking``) the stream reader's own client (not on a cluster:
+    :mod:`ysync.cluster` makes a reader per shard)."""
     timeout = config.redis.timeout + (config.redis.read_block / 1000 if blocking else 0)
     if blocking:
         return redis_client(url, config, socket_timeout=timeout, single_connection_client=True,
@@ -526,37 +546,62 @@ async def run_server(config: Config, *, storage: Storage | None = None,
 
             storage = await stack.enter_async_context(open_storage(config))
         assert storage is not None
-        client = _redis_client(redis_url, config)
+        layout = config.layout
+        client: RedisClient
+        if config.redis_cluster:
+            client = cluster_client(redis_url, config)
+        else:
+            client = _redis_client(redis_url, config)
         stack.push_async_callback(client.aclose)
-        reader = _redis_client(redis_url, config, blocking=True)
-        stack.push_async_callback(reader.aclose)
         try:
             await client.ping()
-            await ensure_worker_group(client, config.redis.prefix)
-        except (redis_errors.RedisError, OSError) as exc:
+            if isinstance(client, RedisCluster):
+                await check_cluster_layout(client, layout)
+            await ensure_worker_groups(client, layout)
+        except (redis_errors.RedisError, redis_errors.RedisClusterException, OSError) as exc:
             raise BusError(f"cannot reach Redis at {redact_url(redis_url)}: {exc}") from exc
-        marker = EpochMarker(client, config.redis.prefix, timeout=config.redis.timeout)
+        marker = EpochMarker(client, config.redis.prefix, timeout=config.redis.timeout,
+                             keys=shard_epoch_keys(layout))
         await marker.claim()
         if gate is None:
             gate = await stack.enter_async_context(open_gate(config))
         async with anyio.create_task_group() as tg:
             metrics = Metrics()
-            bus = Bus(reader, client, block_ms=config.redis.read_block,
-                      count=config.redis.read_count, interval_ms=config.redis.read_interval,
-                      metrics=metrics,
-                      on_reconnect=functools.partial(_after_reconnect, client, marker))
+            reading: dict[str, Any] = {
+                "block_ms": config.redis.read_block, "count": config.redis.read_count,
+                "interval_ms": config.redis.read_interval, "metrics": metrics,
+                "on_reconnect": functools.partial(_after_reconnect, client, marker)}
+            bus: Bus | ShardedBus
+            appender: Appender | ShardedAppender
+            if isinstance(client, RedisCluster):
+                nodes = ClusterNodes(client, layout, config)
+                stack.push_async_callback(nodes.aclose)
+                bus = ShardedBus(nodes, layout, **reading)
+                appender = ShardedAppender(nodes, layout, timeout=config.redis.timeout)
+            else:
+                reader = _redis_client(redis_url, config, blocking=True)
+                stack.push_async_callback(reader.aclose)
+                bus = Bus(reader, client, **reading)
+                appender = Appender(client, layout, timeout=config.redis.timeout)
             tg.start_soon(bus.run)
-            loader = DocLoader(tg, client, storage, config.redis.prefix, metrics)
-            appender = Appender(client, config.redis.prefix, timeout=config.redis.timeout)
+            loader = DocLoader(tg, client, storage, layout, metrics)
             stack.push_async_callback(appender.aclose)  # before the client closes
             tg.start_soon(appender.run)
             handler = SyncHandler(config, client, bus, loader, gate, metrics, appender,
                                   storage)
+            if isinstance(bus, ShardedBus):
+                bus.on_failover = handler.ask_to_resync
             tg.start_soon(listen_for_commands, client, config.redis.prefix, handler)
             if config.auth.recheck_interval > 0:
                 tg.start_soon(handler.sweep_revocations)
             tg.start_soon(marker.run, functools.partial(
-                recover_lost_data, client, config.redis.prefix, bus, handler))
+                recover_lost_data, client, layout, bus, handler))
+            if is_sentinel_url(redis_url):
+                # every connection moves to a new master at once, and as the promoted replica
+                # may lack the last writes, every connected client sends its document again
+                assert isinstance(client, aioredis.Redis)
+                tg.start_soon(follow_master, [client, reader], functools.partial(
+                    recover_lost_data, client, layout, bus, handler))
             worker_done = anyio.Event()
             worker = None
             if config.run_worker:

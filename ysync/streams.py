@@ -8,12 +8,15 @@ same SHA1 in Redis's script cache.
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from typing import Any
 from urllib.parse import quote, unquote
 
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from ysync.errors import BusError
 
@@ -95,6 +98,126 @@ def append_script(prefix: str) -> str:
           """
 
 
+#: The cluster layout's append script: the same steps as y-redis's, with the room stream's
+#: shard queue declared as KEYS[2] (a cluster runs a script only on keys of one slot).
+CLUSTER_APPEND_SCRIPT = """
+            if redis.call("EXISTS", KEYS[1]) == 0 then
+              redis.call("XADD", KEYS[2], "*", "compact", KEYS[1])
+              redis.call("XREADGROUP", "GROUP", KEYS[2], "pending", "STREAMS", KEYS[2], ">")
+            end
+            redis.call("XADD", KEYS[1], "*", "m", ARGV[1])
+          """
+
+#: Most shards of the cluster layout.
+MAX_SHARDS = 1024
+
+
+@lru_cache(maxsize=8)
+def shard_tags(shards: int) -> tuple[str, ...]:
+    """The hash tags of the cluster layout's shards: shard ``i``'s tag is the first of ``"i"``,
+    ``"i.1"``, ``"i.2"``, ... whose hash slot lies in ``[i * 16384 // shards, (i + 1) * 16384
+    // shards)``, so the shards are spread evenly over the slots (and over masters that own
+    contiguous slot ranges, as ``redis-cli --cluster create`` assigns them)."""
+    if not 1 <= shards <= MAX_SHARDS:
+        raise ValueError(f"shards must be 1..{MAX_SHARDS}, not {shards}")
+    tags = []
+    for i in range(shards):
+        low = i * REDIS_CLUSTER_HASH_SLOTS // shards
+        high = (i + 1) * REDIS_CLUSTER_HASH_SLOTS // shards
+        candidate, k = str(i), 0
+        while not low <= key_slot(candidate.encode()) < high:
+            k += 1
+            candidate = f"{i}.{k}"
+        tags.append(candidate)
+    return tuple(tags)
+
+
+class Layout:
+    """Where a prefix's keys are: y-redis's layout (``shards == 0``) or the cluster layout.
+
+    y-redis's layout is the wire contract (docs/protocol.md): room streams
+    ``<prefix>:room:<room>:<docid>``, one worker queue ``<prefix>:worker``, the append script
+    of :func:`append_script`, ysync's own keys ``<prefix>:ysync:<name>``.
+
+    The cluster layout (``redis.cluster``) puts every key a script or a MULTI block touches in
+    one hash slot: a room belongs to shard ``crc32(encodeURIComponent(room)) % shards``; shard
+    ``i`` has the hash tag ``t = shard_tags(shards)[i]``, its room streams are
+    ``<prefix>:{t}:room:<room>:<docid>`` and its worker queue ``<prefix>:{t}:worker``. ysync's
+    own keys keep their names: each is used alone. y-redis does not run on a cluster.
+    """
+
+    def __init__(self, prefix: str, shards: int = 0) -> None:
+        if shards and ("{" in prefix or "}" in prefix):
+            raise ValueError("a cluster layout's prefix cannot hold { or }: Redis would take "
+                             "them for the hash tag")
+        self.prefix = prefix
+        self.shards = shards
+        self._tags = shard_tags(shards) if shards else ()
+        self._room_key = re.compile(
+            (r"^(.*):\{([^}]*)\}:room:(.*):(.*)$" if shards else r"^(.*)():room:(.*):(.*)$"),
+            re.DOTALL)
+
+    @property
+    def cluster(self) -> bool:
+        return self.shards > 0
+
+    def __repr__(self) -> str:
+        return f"Layout({self.prefix!r}, shards={self.shards})"
+
+    def shard_of(self, room: str) -> int:
+        """The shard of a room (0 in y-redis's layout)."""
+        if not self.shards:
+            return 0
+        return zlib.crc32(encode_uri_component(room).encode()) % self.shards
+
+    def tag(self, shard: int) -> str:
+        return self._tags[shard]
+
+    def room_key(self, room: str, docid: str = INDEX_DOC) -> str:
+        if not self.shards:
+            return room_stream_key(self.prefix, room, docid)
+        tag = self._tags[self.shard_of(room)]
+        return (f"{self.prefix}:{{{tag}}}:room:{encode_uri_component(room)}:"
+                f"{encode_uri_component(docid)}")
+
+    def parse_room_key(self, key: str) -> tuple[str, str]:
+        """The (room, docid) of a stream key; ``BusError`` if it is not one of this layout's."""
+        match = self._room_key.match(key)
+        if match is None or match.group(1) != self.prefix:
+            raise BusError(f"malformed room stream key {key!r} for {self!r}")
+        try:
+            room = decode_uri_component(match.group(3))
+            docid = decode_uri_component(match.group(4))
+        except ValueError as exc:
+            raise BusError(f"malformed room stream key {key!r}: {exc}") from exc
+        if self.shards and match.group(2) != self._tags[self.shard_of(room)]:
+            raise BusError(f"room stream key {key!r} is not in its room's shard for {self!r}")
+        return room, docid
+
+    def shard_of_key(self, stream_key: str) -> int:
+        """The shard of a room stream key."""
+        return self.shard_of(self.parse_room_key(stream_key)[0]) if self.shards else 0
+
+    @cached_property
+    def queues(self) -> tuple[str, ...]:
+        """The worker queues: y-redis's one, or one per shard (index = shard)."""
+        if not self.shards:
+            return (worker_stream_key(self.prefix),)
+        return tuple(f"{self.prefix}:{{{tag}}}:worker" for tag in self._tags)
+
+    def queue_of(self, stream_key: str) -> str:
+        """The worker queue that holds a room stream's task."""
+        return self.queues[self.shard_of_key(stream_key)]
+
+    @cached_property
+    def append_script(self) -> str:
+        return CLUSTER_APPEND_SCRIPT if self.shards else append_script(self.prefix)
+
+    def append_keys(self, stream_key: str) -> list[str]:
+        """The KEYS of the append script for a stream."""
+        return [stream_key, self.queue_of(stream_key)] if self.shards else [stream_key]
+
+
 DELETE_IF_EMPTY_SCRIPT = """
             if redis.call("XLEN", KEYS[1]) == 0 then
               redis.call("DEL", KEYS[1])
@@ -103,38 +226,40 @@ DELETE_IF_EMPTY_SCRIPT = """
 
 
 class Scripts:
-    """The two y-redis Lua scripts, registered once per client (EVALSHA, EVAL on a cache miss)."""
+    """The two Lua scripts of a layout, registered once per client (EVALSHA, EVAL on a miss)."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
-        self._append = client.register_script(append_script(prefix))
+    def __init__(self, client: Any, layout: Layout) -> None:
+        self._layout = layout
+        self._append = client.register_script(layout.append_script)
         self._delete_if_empty = client.register_script(DELETE_IF_EMPTY_SCRIPT)
 
     async def append(self, stream_key: str, message: bytes) -> None:
         """Append one message to a room stream; the first one also enqueues a compaction task."""
         try:
-            await self._append(keys=[stream_key], args=[message])
+            await self._append(keys=self._layout.append_keys(stream_key), args=[message])
         except redis_errors.RedisError as exc:
             raise BusError(f"appending to {stream_key} failed: {exc}") from exc
-
-    async def queue_append(self, pipe: Any, stream_key: str, message: bytes) -> None:
-        """Queue an append in a pipeline (the pipeline loads the script if Redis lacks it)."""
-        await self._append(keys=[stream_key], args=[message], client=pipe)
 
     def delete_if_empty(self, stream_key: str, pipe: Any = None) -> Any:
         """Delete the stream if it has no entries (in ``pipe`` if given)."""
         return self._delete_if_empty(keys=[stream_key], client=pipe)
 
 
-async def ensure_worker_group(client: aioredis.Redis, prefix: str) -> None:
-    """Create the worker queue and its consumer group (at id 0, MKSTREAM) unless they exist."""
-    key = worker_stream_key(prefix)
+async def ensure_worker_group(client: Any, queue: str) -> None:
+    """Create a worker queue and its consumer group (at id 0, MKSTREAM) unless they exist."""
     try:
-        await client.xgroup_create(key, key, id="0", mkstream=True)
+        await client.xgroup_create(queue, queue, id="0", mkstream=True)
     except redis_errors.ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
-            raise BusError(f"creating consumer group {key} failed: {exc}") from exc
+            raise BusError(f"creating consumer group {queue} failed: {exc}") from exc
     except redis_errors.RedisError as exc:
-        raise BusError(f"creating consumer group {key} failed: {exc}") from exc
+        raise BusError(f"creating consumer group {queue} failed: {exc}") from exc
+
+
+async def ensure_worker_groups(client: Any, layout: Layout) -> None:
+    """:func:`ensure_worker_group` for every worker queue of the layout."""
+    for queue in layout.queues:
+        await ensure_worker_group(client, queue)
 
 
 async def read_whole_stream(

@@ -8,7 +8,7 @@ import redis.asyncio as aioredis
 
 from ysync.appender import Appender
 from ysync.errors import BusError
-from ysync.streams import ensure_worker_group, worker_stream_key
+from ysync.streams import Layout, ensure_worker_group, worker_stream_key
 
 pytestmark = [pytest.mark.anyio]
 
@@ -16,8 +16,8 @@ pytestmark = [pytest.mark.anyio]
 async def test_concurrent_appends_keep_each_senders_order(redis_url: str, prefix: str) -> None:
     client = aioredis.Redis.from_url(redis_url)
     try:
-        await ensure_worker_group(client, prefix)
-        appender = Appender(client, prefix, timeout=10)
+        await ensure_worker_group(client, worker_stream_key(prefix))
+        appender = Appender(client, Layout(prefix), timeout=10)
         async with anyio.create_task_group() as tg:
             tg.start_soon(appender.run)
 
@@ -47,9 +47,9 @@ async def test_a_failed_append_raises_bus_error_for_its_sender_only(
 ) -> None:
     client = aioredis.Redis.from_url(redis_url)
     try:
-        await ensure_worker_group(client, prefix)
+        await ensure_worker_group(client, worker_stream_key(prefix))
         await client.set(f"{prefix}:room:notastream:index", b"x")  # XADD on it fails
-        appender = Appender(client, prefix, timeout=10)
+        appender = Appender(client, Layout(prefix), timeout=10)
         async with anyio.create_task_group() as tg:
             tg.start_soon(appender.run)
             with pytest.raises(BusError):
@@ -66,8 +66,8 @@ async def test_appends_go_on_after_redis_forgets_the_script(redis_url: str, pref
     script is loaded; none is lost or reported as failed."""
     client = aioredis.Redis.from_url(redis_url)
     try:
-        await ensure_worker_group(client, prefix)
-        appender = Appender(client, prefix, timeout=10)
+        await ensure_worker_group(client, worker_stream_key(prefix))
+        appender = Appender(client, Layout(prefix), timeout=10)
         key = f"{prefix}:room:flushed:index"
         async with anyio.create_task_group() as tg:
             tg.start_soon(appender.run)

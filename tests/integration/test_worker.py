@@ -15,7 +15,14 @@ from workers.compactor import Worker
 from ysync.errors import BusError
 from ysync.protocol import read_var_uint
 from ysync.storage.factory import open_storage
-from ysync.streams import Scripts, StreamId, ensure_worker_group, room_stream_key
+from ysync.streams import (
+    Layout,
+    Scripts,
+    StreamId,
+    ensure_worker_group,
+    room_stream_key,
+    worker_stream_key,
+)
 from ysync.updates import merge_v2, v1_to_v2
 
 from storage_fixtures import (
@@ -78,12 +85,12 @@ async def test_compaction_cycle(
     key = room_stream_key(prefix, room)
     updates, expected = edit_doc(client_id=101, rounds=4)
     async with open_storage(config) as storage:
-        await ensure_worker_group(client, prefix)
+        await ensure_worker_group(client, worker_stream_key(prefix))
         await append_updates(client, prefix, key, updates[:1])
         first = (await stream_ids(client, key))[0]
         await wait_past_ms(client, first.ms)
         await append_updates(client, prefix, key, updates[1:])
-        await Scripts(client, prefix).append(key, bytes.fromhex(
+        await Scripts(client, Layout(prefix)).append(key, bytes.fromhex(
             "011d010101197b2275736572223a7b226e616d65223a22616c696365227d7d"))
         last = (await stream_ids(client, key))[-1]
         [task], [(pending_id, owner)] = await queue_state(client, prefix)
@@ -163,8 +170,8 @@ async def test_awareness_only_stream_persists_nothing(
 ) -> None:
     config = make_config(redis_url=redis_url, prefix=prefix)
     key = room_stream_key(prefix, "presence")
-    scripts = Scripts(client, prefix)
-    await ensure_worker_group(client, prefix)
+    scripts = Scripts(client, Layout(prefix))
+    await ensure_worker_group(client, worker_stream_key(prefix))
     async with open_storage(config) as storage:
         for hex_message in ("0106010100027b7d", "0108010300046e756c6c"):
             await scripts.append(key, bytes.fromhex(hex_message))
@@ -183,8 +190,8 @@ async def test_observed_y_redis_messages(redis_url: str, prefix: str,
     """The stream entries y-redis 0.1.6 writes (docs/protocol.md) compact to their document."""
     config = make_config(redis_url=redis_url, prefix=prefix)
     key = room_stream_key(prefix, "observed")
-    scripts = Scripts(client, prefix)
-    await ensure_worker_group(client, prefix)
+    scripts = Scripts(client, Layout(prefix))
+    await ensure_worker_group(client, worker_stream_key(prefix))
     async with open_storage(config) as storage:
         for hex_message in (
             "000217010101002801036d6170036b657901770576616c756500",

@@ -549,7 +549,7 @@ async def test_history_on_leaves_yredis_working_on_the_storage(
     from ysync.rollback import rollback
     from ysync.storage.factory import open_storage
     from ysync.storage.versions import versions_of
-    from ysync.streams import Scripts
+    from ysync.streams import Layout, Scripts
 
     room = "history-beside-yredis"
     history_env = {**stack.env, "YSYNC_HISTORY_ENABLED": "yes"}
@@ -573,7 +573,7 @@ async def test_history_on_leaves_yredis_working_on_the_storage(
         assert data is not None and doc_json_of_v2(data) == first_stored
         loaded = await load_doc(stack.redis, storage, stack.prefix, room, "index")
     change = rollback(loaded.full_update, data)
-    await Scripts(stack.redis, stack.prefix).append(stack.stream(room),
+    await Scripts(stack.redis, Layout(stack.prefix)).append(stack.stream(room),
                                                    encode_sync_update(change.update))
 
     async def back() -> bool:

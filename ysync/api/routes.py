@@ -32,7 +32,6 @@ import anyio
 import anyio.abc
 import anyio.to_process
 import anyio.to_thread
-import redis.asyncio as aioredis
 
 from ysync.api.access import Access, ApiError, Caller, credential
 from ysync.api.http import Limits, Request, Response, error_response, serve_http
@@ -45,10 +44,11 @@ from ysync.errors import BusError, DocumentError, StorageError, UpdateFormatErro
 from ysync.gate import MAX_ROOM_LENGTH, Gate
 from ysync.logs import safe
 from ysync.protocol import encode_sync_update, is_valid_update
+from ysync.redis_clients import RedisClient
 from ysync.rollback import EMPTY_UPDATE, rollback
 from ysync.storage.base import Storage
 from ysync.storage.versions import VERSION_ID, VersionStore, versions_of
-from ysync.streams import INDEX_DOC, Scripts, room_stream_key
+from ysync.streams import INDEX_DOC, Scripts
 from ysync.updates import diff_v1, diff_v2, state_vector_from_v2, v1_to_v2, v2_to_v1
 from ysync.updates.v1 import decode_v1
 
@@ -98,13 +98,13 @@ async def _cpu(size: int, func: Callable[..., T], *args: Any) -> T:
 class DocumentApi:
     """The API's request handler: routes a request to its endpoint (module docstring)."""
 
-    def __init__(self, config: Config, client: aioredis.Redis, storage: Storage,
+    def __init__(self, config: Config, client: RedisClient, storage: Storage,
                  gate: Gate) -> None:
         self._config = config
         self._client = client
         self._storage = storage
-        self._prefix = config.redis.prefix
-        self._scripts = Scripts(client, self._prefix)
+        self._layout = config.layout
+        self._scripts = Scripts(client, self._layout)
         self.access = Access(gate, config.api.secret)
 
     async def __call__(self, request: Request) -> Response:
@@ -179,7 +179,7 @@ class DocumentApi:
         return "v1"
 
     async def _load(self, room: str) -> LoadedDoc:
-        return await load_doc(self._client, self._storage, self._prefix, room, INDEX_DOC)
+        return await load_doc(self._client, self._storage, self._layout, room, INDEX_DOC)
 
     async def _answer(self, update_v1: bytes, update_v2: bytes | None, state_vector: bytes,
                       fmt: str, query: dict[str, str]) -> Response:
@@ -218,7 +218,7 @@ class DocumentApi:
     # --- writing ----------------------------------------------------------------------------
 
     async def _append(self, room: str, update_v1: bytes) -> None:
-        await self._scripts.append(room_stream_key(self._prefix, room),
+        await self._scripts.append(self._layout.room_key(room),
                                    encode_sync_update(update_v1))
 
     async def _write(self, room: str, request: Request, query: dict[str, str]) -> Response:
@@ -312,7 +312,7 @@ def _who(caller: Caller) -> str:
     return f"user {caller.user_id!r}" if caller.user_id else "a caller"
 
 
-async def serve_api(config: Config, client: aioredis.Redis, storage: Storage, gate: Gate, *,
+async def serve_api(config: Config, client: RedisClient, storage: Storage, gate: Gate, *,
                     task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
     """Serve the document API on ``api.host:api.port`` until cancelled (``ysync serve`` runs
     it beside the WebSocket server); ``task_status`` gets the bound port."""

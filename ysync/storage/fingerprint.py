@@ -41,12 +41,11 @@ from urllib.parse import parse_qs, unquote
 
 import anyio
 import anyio.to_thread
-import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 
 from ysync.config import Config, redact_url
 from ysync.errors import BusError, ConfigError, StorageError
-from ysync.redis_clients import redis_client
+from ysync.redis_clients import RedisClient, any_redis_client
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +268,7 @@ def _text(value: bytes | str) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
-async def announce(client: aioredis.Redis, prefix: str, own: Announcement, *,
+async def announce(client: RedisClient, prefix: str, own: Announcement, *,
                    ttl: float = ANNOUNCE_TTL) -> str | None:
     """Add or refresh ``own``'s entry unless a live entry conflicts with it (then nothing is
     written and the conflict's message is returned). Expired entries are deleted on the way.
@@ -278,11 +277,12 @@ async def announce(client: aioredis.Redis, prefix: str, own: Announcement, *,
     ttl_ms = int(ttl * 1000)
     try:
         for _ in range(_TRANSACTION_ATTEMPTS):
+            # Redis's clock, read apart: a cluster runs no keyless command in a transaction
+            seconds, micros = await client.time()
             async with client.pipeline(transaction=True) as pipe:
                 try:
                     await pipe.watch(key)
                     raw = await pipe.hgetall(key)
-                    seconds, micros = await pipe.time()
                     now_ms = int(seconds) * 1000 + int(micros) // 1000
                     entries = {_text(f): Announcement.from_json(_text(f), v)
                                for f, v in raw.items()}
@@ -307,7 +307,7 @@ async def announce(client: aioredis.Redis, prefix: str, own: Announcement, *,
                    f"to concurrent announcements")
 
 
-async def withdraw(client: aioredis.Redis, prefix: str, process: str) -> None:
+async def withdraw(client: RedisClient, prefix: str, process: str) -> None:
     """Delete ``process``'s entry (a clean stop). Raises BusError when Redis fails."""
     try:
         await client.hdel(announce_key(prefix), process)
@@ -319,7 +319,7 @@ class Announcer:
     """This process's announcement on one Redis: :meth:`keep_fresh` refreshes it until
     cancelled (run it in the owner's task group)."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str, own: Announcement, *,
+    def __init__(self, client: RedisClient, prefix: str, own: Announcement, *,
                  interval: float, ttl: float, call_timeout: float) -> None:
         self.client = client
         self.prefix = prefix
@@ -388,7 +388,7 @@ async def announced_storage(config: Config, redis_url: str, role: str, *,
                                                        folder_id=folder_id),
                        host, os.getpid())
     prefix = config.redis.prefix
-    client = redis_client(redis_url, config)
+    client = any_redis_client(redis_url, config)
     try:
         try:
             with anyio.fail_after(config.redis.timeout):
