@@ -243,7 +243,8 @@ def _read_ready_line(proc: subprocess.Popen[str], timeout: float) -> str:
         assert proc.stdout is not None
         for line in proc.stdout:
             if line.startswith("ysync ready on "):
-                found.append(line.split()[-1])
+                # "ysync ready on ws://host:port", with " (N processes)" from a supervisor
+                found.append(line.split()[3])
                 break
 
     reader = threading.Thread(target=read, daemon=True)
