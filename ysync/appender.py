@@ -24,7 +24,8 @@ import anyio
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 
-from ysync.errors import BusError, is_redis_failure
+from ysync.errors import BusError
+from ysync.redis_clients import is_redis_failure
 from ysync.streams import Layout, ensure_worker_group
 
 log = logging.getLogger(__name__)

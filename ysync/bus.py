@@ -23,9 +23,10 @@ import redis.exceptions as redis_errors
 from redis.asyncio.connection import Connection
 
 from ysync.connection import websocket_frame
-from ysync.errors import BusError, is_redis_failure
+from ysync.errors import BusError
 from ysync.metrics import Metrics
 from ysync.protocol import merge_stream_messages
+from ysync.redis_clients import is_redis_failure
 from ysync.streams import ZERO_ID, StreamId
 
 log = logging.getLogger(__name__)

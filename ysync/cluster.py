@@ -33,9 +33,9 @@ from redis.crc import key_slot
 from ysync.appender import Appender
 from ysync.bus import Bus, Receiver, RoomSubscription
 from ysync.config import CLUSTER_URL_SCHEME, Config
-from ysync.errors import BusError, ConfigError, is_redis_failure
+from ysync.errors import BusError, ConfigError
 from ysync.metrics import Metrics
-from ysync.redis_clients import redis_options
+from ysync.redis_clients import is_redis_failure, redis_options
 from ysync.streams import Layout, StreamId
 
 log = logging.getLogger(__name__)

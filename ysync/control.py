@@ -32,8 +32,8 @@ from urllib.parse import unquote
 import anyio
 import redis.exceptions as redis_errors
 
-from ysync.errors import BusError, is_redis_failure
-from ysync.redis_clients import RedisClient
+from ysync.errors import BusError
+from ysync.redis_clients import RedisClient, is_redis_failure
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from collections.abc import Awaitable, Callable, Sequence
 import anyio
 import redis.exceptions as redis_errors
 
-from ysync.errors import BusError, is_redis_failure
-from ysync.redis_clients import RedisClient
+from ysync.errors import BusError
+from ysync.redis_clients import RedisClient, is_redis_failure
 from ysync.streams import Layout
 
 log = logging.getLogger(__name__)

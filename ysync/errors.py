@@ -20,8 +20,6 @@ Third-party errors are translated at the module that talks to the library and ch
 
 from __future__ import annotations
 
-import redis.exceptions as redis_errors
-
 
 class YsyncError(Exception):
     """Root of every error ysync raises on purpose."""
@@ -65,16 +63,3 @@ class BusError(YsyncError):
 
 class EmbeddedRedisError(YsyncError):
     """The embedded redis-server could not be started or stopped cleanly."""
-
-
-def is_redis_failure(exc: BaseException) -> bool:
-    """True for a failure of Redis or of the way to it (redis-py's errors, its cluster
-    client's, the socket's); False for anything unexpected.
-
-    Loops that must outlive an outage (the stream reader, the appender, the control listener,
-    the epoch checks) retry on both, and log the unexpected ones with their traceback: redis-py's
-    cluster client closes every connection when the cluster reports itself down, and a command
-    in flight on one of them then fails with an AttributeError of the library's.
-    """
-    return isinstance(exc, (redis_errors.RedisError, redis_errors.RedisClusterException,
-                            OSError, TimeoutError, BusError))

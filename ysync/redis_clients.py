@@ -12,9 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 import redis.asyncio as aioredis
+import redis.exceptions as redis_errors
 from redis.asyncio.cluster import RedisCluster
 
 from ysync.config import Config
+from ysync.errors import BusError
 from ysync.sentinel import is_sentinel_url
 from ysync.sentinel_pool import sentinel_client, sentinel_pool
 
@@ -74,3 +76,16 @@ def any_redis_client(url: str, config: Config) -> RedisClient:
 
         return cluster_client(url, config)
     return redis_client(url, config)
+
+
+def is_redis_failure(exc: BaseException) -> bool:
+    """True for a failure of Redis or of the way to it (redis-py's errors, its cluster
+    client's, the socket's); False for anything unexpected.
+
+    Loops that must outlive an outage (the stream reader, the appender, the control listener,
+    the epoch checks) retry on both, and log the unexpected ones with their traceback: redis-py's
+    cluster client closes every connection when the cluster reports itself down, and a command
+    in flight on one of them then fails with an AttributeError of the library's.
+    """
+    return isinstance(exc, (redis_errors.RedisError, redis_errors.RedisClusterException,
+                            OSError, TimeoutError, BusError))

@@ -87,3 +87,30 @@ def test_pure_python_codec_writes_the_bytes_yjs_writes() -> None:
     modules, cases = map(int, result.stdout.split())
     assert modules == len(list(PACKAGE.glob("*.py")))
     assert cases == 32
+
+
+def _imported(path: Path) -> set[str]:
+    """The top-level names of the modules ``path`` imports (absolute imports)."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+    return names
+
+
+def test_what_the_codec_imports_from_ysync_needs_only_the_standard_library() -> None:
+    """mypyc compiles the codec in pip's isolated build environment, where only mypy and
+    setuptools are installed: a ysync module the codec imports that imports a dependency
+    (redis, say) fails the type check, and every fresh install gets the pure-Python codec."""
+    outside = {name for path in PACKAGE.glob("*.py") for name in _imported(path)
+               if name.startswith("ysync.") and not name.startswith("ysync.updates")}
+    assert outside, "the codec imports no ysync module any more: drop this test"
+    for module in sorted(outside):
+        path = ROOT / (module.replace(".", "/") + ".py")
+        third_party = {name for name in _imported(path) if name.split(".")[0] not in
+                       {*sys.stdlib_module_names, "__future__", "ysync", "mypy_extensions"}}
+        assert not third_party, f"{module} (imported by the codec) imports {third_party}"
