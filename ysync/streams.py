@@ -153,9 +153,8 @@ class Layout:
         self.prefix = prefix
         self.shards = shards
         self._tags = shard_tags(shards) if shards else ()
-        self._room_key = re.compile(
-            (r"^(.*):\{([^}]*)\}:room:(.*):(.*)$" if shards else r"^(.*)():room:(.*):(.*)$"),
-            re.DOTALL)
+        self._shard_of_tag = {tag: i for i, tag in enumerate(self._tags)}
+        self._tag_start = len(prefix) + 2  # after "<prefix>:{"
 
     @property
     def cluster(self) -> bool:
@@ -182,21 +181,25 @@ class Layout:
 
     def parse_room_key(self, key: str) -> tuple[str, str]:
         """The (room, docid) of a stream key; ``BusError`` if it is not one of this layout's."""
-        match = self._room_key.match(key)
-        if match is None or match.group(1) != self.prefix:
-            raise BusError(f"malformed room stream key {key!r} for {self!r}")
-        try:
-            room = decode_uri_component(match.group(3))
-            docid = decode_uri_component(match.group(4))
-        except ValueError as exc:
-            raise BusError(f"malformed room stream key {key!r}: {exc}") from exc
-        if self.shards and match.group(2) != self._tags[self.shard_of(room)]:
+        if not self.shards:
+            return parse_room_stream_key(self.prefix, key)
+        shard = self.shard_of_key(key)
+        tagged = f"{self.prefix}:{{{self._tags[shard]}}}"
+        room, docid = parse_room_stream_key(tagged, key)
+        if self.shard_of(room) != shard:
             raise BusError(f"room stream key {key!r} is not in its room's shard for {self!r}")
         return room, docid
 
     def shard_of_key(self, stream_key: str) -> int:
-        """The shard of a room stream key."""
-        return self.shard_of(self.parse_room_key(stream_key)[0]) if self.shards else 0
+        """The shard of a room stream key, from its hash tag (no decoding: the per-message
+        path asks it); ``BusError`` for a key of no shard of this layout."""
+        if not self.shards:
+            return 0
+        end = stream_key.find("}", self._tag_start)
+        shard = self._shard_of_tag.get(stream_key[self._tag_start:end]) if end > 0 else None
+        if shard is None or not stream_key.startswith(f"{self.prefix}:{{"):
+            raise BusError(f"malformed room stream key {stream_key!r} for {self!r}")
+        return shard
 
     @cached_property
     def queues(self) -> tuple[str, ...]:
@@ -218,20 +221,12 @@ class Layout:
         return [stream_key, self.queue_of(stream_key)] if self.shards else [stream_key]
 
 
-DELETE_IF_EMPTY_SCRIPT = """
-            if redis.call("XLEN", KEYS[1]) == 0 then
-              redis.call("DEL", KEYS[1])
-            end
-          """
-
-
 class Scripts:
-    """The two Lua scripts of a layout, registered once per client (EVALSHA, EVAL on a miss)."""
+    """The append script of a layout, registered once per client (EVALSHA, EVAL on a miss)."""
 
     def __init__(self, client: Any, layout: Layout) -> None:
         self._layout = layout
         self._append = client.register_script(layout.append_script)
-        self._delete_if_empty = client.register_script(DELETE_IF_EMPTY_SCRIPT)
 
     async def append(self, stream_key: str, message: bytes) -> None:
         """Append one message to a room stream; the first one also enqueues a compaction task."""
@@ -239,10 +234,6 @@ class Scripts:
             await self._append(keys=self._layout.append_keys(stream_key), args=[message])
         except redis_errors.RedisError as exc:
             raise BusError(f"appending to {stream_key} failed: {exc}") from exc
-
-    def delete_if_empty(self, stream_key: str, pipe: Any = None) -> Any:
-        """Delete the stream if it has no entries (in ``pipe`` if given)."""
-        return self._delete_if_empty(keys=[stream_key], client=pipe)
 
 
 async def ensure_worker_group(client: Any, queue: str) -> None:
